@@ -1,0 +1,308 @@
+//! The compiled form of (configuration, snapshot): everything a request needs,
+//! computed once per snapshot so that the per-line cost is one hash lookup.
+//!
+//! A [`Catalog`] is immutable and shared (`Rc`) by every request of a VM; a
+//! [`RequestScope`] adds the request's tenant to it.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use crate::config::{Config, EmptyNamespaceSeries, NonNamespacedSeries, OnConflict};
+use crate::labels::escape_value_into;
+use crate::snapshot::Snapshot;
+
+/// One label to inject, rendered once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedLabel {
+    /// A valid Prometheus label name (checked by the config).
+    pub name: Box<[u8]>,
+    /// `name="escaped value"`.
+    pub rendered: Box<[u8]>,
+}
+
+/// What the catalog knows about one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceEntry {
+    /// The labels to inject, sorted by name; empty when the namespace carries none
+    /// of the configured keys.
+    pub labels: Box<[InjectedLabel]>,
+    /// `,a="x",b="y"`: the whole injection for the common case of no conflict.
+    pub suffix: Box<[u8]>,
+    /// Tenants that own the namespace (label value, static lists).
+    pub tenants: Box<[Box<str>]>,
+}
+
+impl NamespaceEntry {
+    pub fn owned_by(&self, tenant: &str) -> bool {
+        self.tenants.iter().any(|t| &**t == tenant)
+    }
+}
+
+/// Injection settings shared by every namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectionRules {
+    pub on_conflict: OnConflict,
+    /// Every label name any namespace may inject (the config's values): a scraped
+    /// label whose name is not in here can never conflict.
+    pub names: Box<[Box<[u8]>]>,
+}
+
+/// Filtering settings for series that name no tenant namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenancyRules {
+    pub non_namespaced: NonNamespacedSeries,
+    pub empty_namespace: EmptyNamespaceSeries,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    namespaces: HashMap<Box<[u8]>, NamespaceEntry>,
+    tenants: HashSet<Box<str>>,
+    injection: Option<InjectionRules>,
+    tenancy: Option<TenancyRules>,
+    snapshot_version: Option<String>,
+}
+
+impl Catalog {
+    /// Compiles a validated config with the current snapshot, if any.
+    pub fn new(config: &Config, snapshot: Option<&Snapshot>) -> Catalog {
+        let mut namespaces: HashMap<Box<[u8]>, NamespaceEntry> = HashMap::new();
+        let mut tenants = HashSet::new();
+
+        if let Some(snapshot) = snapshot {
+            for (name, ns) in &snapshot.namespaces {
+                let mut entry = NamespaceEntry::default();
+                if let Some(inject) = &config.inject {
+                    let mut labels: Vec<InjectedLabel> = inject
+                        .labels
+                        .iter()
+                        .filter_map(|(key, prom_name)| {
+                            let value = ns.labels.get(key)?;
+                            let mut rendered = Vec::with_capacity(prom_name.len() + value.len() + 3);
+                            rendered.extend_from_slice(prom_name.as_bytes());
+                            rendered.extend_from_slice(b"=\"");
+                            escape_value_into(value, &mut rendered);
+                            rendered.push(b'"');
+                            Some(InjectedLabel {
+                                name: prom_name.as_bytes().into(),
+                                rendered: rendered.into(),
+                            })
+                        })
+                        .collect();
+                    labels.sort_by(|a, b| a.name.cmp(&b.name));
+                    let mut suffix = Vec::new();
+                    for label in &labels {
+                        suffix.push(b',');
+                        suffix.extend_from_slice(&label.rendered);
+                    }
+                    entry.labels = labels.into();
+                    entry.suffix = suffix.into();
+                }
+                if let Some(key) = config.tenancy.as_ref().and_then(|t| t.namespace_label.as_ref()) {
+                    if let Some(tenant) = ns.labels.get(key).filter(|t| !t.is_empty()) {
+                        entry.tenants = vec![tenant.as_str().into()].into();
+                        tenants.insert(tenant.as_str().into());
+                    }
+                }
+                namespaces.insert(name.as_bytes().into(), entry);
+            }
+        }
+
+        if let Some(tenancy) = &config.tenancy {
+            for (tenant, owned) in &tenancy.static_namespaces {
+                tenants.insert(tenant.as_str().into());
+                for ns in owned {
+                    let entry = namespaces.entry(ns.as_bytes().into()).or_default();
+                    if !entry.owned_by(tenant) {
+                        let mut list = entry.tenants.to_vec();
+                        list.push(tenant.as_str().into());
+                        entry.tenants = list.into();
+                    }
+                }
+            }
+        }
+
+        Catalog {
+            namespaces,
+            tenants,
+            injection: config.inject.as_ref().map(|inject| InjectionRules {
+                on_conflict: inject.on_conflict,
+                names: inject
+                    .labels
+                    .values()
+                    .map(|n| n.as_bytes().into())
+                    .collect(),
+            }),
+            tenancy: config.tenancy.as_ref().map(|t| TenancyRules {
+                non_namespaced: t.non_namespaced_series,
+                empty_namespace: t.empty_namespace_series,
+            }),
+            snapshot_version: snapshot.map(|s| s.version.clone()),
+        }
+    }
+
+    pub fn namespace(&self, name: &[u8]) -> Option<&NamespaceEntry> {
+        self.namespaces.get(name)
+    }
+
+    /// True when `tenant` owns at least one namespace (or is listed statically).
+    pub fn knows_tenant(&self, tenant: &str) -> bool {
+        self.tenants.contains(tenant)
+    }
+
+    pub fn injection(&self) -> Option<&InjectionRules> {
+        self.injection.as_ref()
+    }
+
+    pub fn tenancy(&self) -> Option<TenancyRules> {
+        self.tenancy
+    }
+
+    /// The version of the snapshot this catalog was built from.
+    pub fn snapshot_version(&self) -> Option<&str> {
+        self.snapshot_version.as_deref()
+    }
+
+    /// Namespaces the tenant owns, sorted (for messages and tests).
+    pub fn namespaces_of(&self, tenant: &str) -> Vec<String> {
+        let mut owned: Vec<String> = self
+            .namespaces
+            .iter()
+            .filter(|(_, e)| e.owned_by(tenant))
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        owned.sort();
+        owned
+    }
+}
+
+/// What one request may see: the catalog plus the request's tenant.
+///
+/// `tenant` is `Some` exactly when tenancy is configured (the caller resolved the
+/// tenant before building the scope); then only the tenant's namespaces are visible.
+#[derive(Debug, Clone)]
+pub struct RequestScope {
+    catalog: Rc<Catalog>,
+    tenant: Option<Box<str>>,
+}
+
+/// The decision for one namespace value found in a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Visible,
+    Hidden,
+}
+
+impl RequestScope {
+    pub fn new(catalog: Rc<Catalog>, tenant: Option<&str>) -> RequestScope {
+        let tenant = if catalog.tenancy.is_some() {
+            tenant.map(Into::into)
+        } else {
+            None
+        };
+        RequestScope { catalog, tenant }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// True when bodies must be filtered for a tenant.
+    pub fn filtering(&self) -> bool {
+        self.catalog.tenancy.is_some()
+    }
+
+    /// Visibility of an object or series that has `namespace` (raw bytes, as found in
+    /// the body), or none when `None`. Without tenancy everything is visible.
+    /// Under tenancy with no resolved tenant nothing namespaced is visible.
+    pub fn visibility(&self, namespace: Option<&[u8]>) -> Visibility {
+        let Some(rules) = self.catalog.tenancy else {
+            return Visibility::Visible;
+        };
+        let visible = match namespace {
+            None => rules.non_namespaced == NonNamespacedSeries::Keep,
+            Some([]) => rules.empty_namespace == EmptyNamespaceSeries::Keep,
+            Some(ns) => match (&self.tenant, self.catalog.namespace(ns)) {
+                (Some(tenant), Some(entry)) => entry.owned_by(tenant),
+                _ => false,
+            },
+        };
+        if visible {
+            Visibility::Visible
+        } else {
+            Visibility::Hidden
+        }
+    }
+
+    /// Visibility of a namespaced object that is never "non-namespaced" (JSON pods):
+    /// a missing namespace is hidden regardless of `nonNamespacedSeries`.
+    pub fn namespace_visible(&self, namespace: &[u8]) -> bool {
+        !namespace.is_empty() && self.visibility(Some(namespace)) == Visibility::Visible
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(config: &str, snapshot: &str) -> Catalog {
+        Catalog::new(
+            &Config::parse(config.as_bytes()).unwrap(),
+            Some(&Snapshot::parse(snapshot.as_bytes()).unwrap()),
+        )
+    }
+
+    const SNAP: &str = r#"{"version":"1","generatedAt":"t","namespaces":{
+        "shop":{"labels":{"team":"front\"end","tenant":"acme","cost":"42"}},
+        "db":{"labels":{"tenant":"acme"}},
+        "other":{"labels":{"tenant":"globex","team":"ops"}}}}"#;
+
+    #[test]
+    fn suffixes_are_rendered_once_sorted_and_escaped() {
+        let c = catalog(
+            r#"{"inject":{"labels":{"team":"team","cost":"cost_centre"}},"snapshot":{"cluster":"cp"}}"#,
+            SNAP,
+        );
+        let shop = c.namespace(b"shop").unwrap();
+        assert_eq!(&*shop.suffix, br#",cost_centre="42",team="front\"end""#);
+        assert_eq!(shop.labels.len(), 2);
+        assert!(c.namespace(b"db").unwrap().suffix.is_empty());
+        assert!(c.namespace(b"nope").is_none());
+        assert_eq!(c.snapshot_version(), Some("1"));
+        assert_eq!(c.injection().unwrap().names.len(), 2);
+    }
+
+    #[test]
+    fn tenants_come_from_the_label_and_static_lists() {
+        let c = catalog(
+            r#"{"tenancy":{"tenant":{"header":"x-tenant"},"namespaceLabel":"tenant",
+                 "staticNamespaces":{"acme":["shared"],"initech":["db"]}},
+                "snapshot":{"cluster":"cp"}}"#,
+            SNAP,
+        );
+        assert_eq!(c.namespaces_of("acme"), ["db", "shared", "shop"]);
+        assert_eq!(c.namespaces_of("initech"), ["db"]);
+        assert!(c.knows_tenant("globex") && c.knows_tenant("initech"));
+        assert!(!c.knows_tenant("nobody"));
+
+        let acme = RequestScope::new(Rc::new(c), Some("acme"));
+        assert!(acme.filtering());
+        assert_eq!(acme.visibility(Some(b"shop")), Visibility::Visible);
+        assert_eq!(acme.visibility(Some(b"other")), Visibility::Hidden);
+        assert_eq!(acme.visibility(Some(b"unknown")), Visibility::Hidden);
+        assert_eq!(acme.visibility(Some(b"")), Visibility::Hidden);
+        assert_eq!(acme.visibility(None), Visibility::Visible);
+        assert!(!acme.namespace_visible(b""));
+    }
+
+    #[test]
+    fn without_tenancy_everything_is_visible() {
+        let c = catalog(
+            r#"{"inject":{"labels":{"team":"team"}},"snapshot":{"cluster":"cp"}}"#,
+            SNAP,
+        );
+        let scope = RequestScope::new(Rc::new(c), Some("ignored"));
+        assert!(!scope.filtering());
+        assert_eq!(scope.visibility(Some(b"other")), Visibility::Visible);
+    }
+}

@@ -1,0 +1,375 @@
+//! The plugin configuration: the JSON string Envoy (or Istio's `WasmPlugin`) hands
+//! to the filter, and that `kubelet-scope rewrite --config` reads.
+//!
+//! Parsing is strict: an unknown field is an error that names the field (with its
+//! path, e.g. `tenancy.tenant`), because a misspelt security setting that silently
+//! falls back to a default is worse than a rejected config.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::labels;
+
+/// Default cap on a buffered JSON body (`/stats/summary`, `/pods`): 32 MiB.
+pub const DEFAULT_MAX_JSON_BODY_BYTES: usize = 32 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Namespace label injection; off when absent.
+    #[serde(default)]
+    pub inject: Option<InjectConfig>,
+    /// Tenant filtering; off when absent.
+    #[serde(default)]
+    pub tenancy: Option<TenancyConfig>,
+    /// Where the namespace snapshot comes from; required when a feature needs it.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotSource>,
+    #[serde(default = "default_max_json_body_bytes")]
+    pub max_json_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InjectConfig {
+    /// Namespace label key (`app.kubernetes.io/team`) → Prometheus label name (`team`).
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+}
+
+/// What to do when a scraped series already carries a label we would inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Rename the scraped label to `exported_<name>` (Prometheus' `honor_labels: false`).
+    #[default]
+    Exported,
+    /// Keep the scraped value and skip that injected label.
+    Keep,
+    /// Replace the scraped value with the injected one.
+    Overwrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TenancyConfig {
+    pub tenant: TenantSource,
+    /// Namespace label whose value names the tenant owning the namespace.
+    #[serde(default)]
+    pub namespace_label: Option<String>,
+    /// Tenant → namespaces, independent of any snapshot.
+    #[serde(default)]
+    pub static_namespaces: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub non_namespaced_series: NonNamespacedSeries,
+    #[serde(default)]
+    pub empty_namespace_series: EmptyNamespaceSeries,
+    /// Allow `/containerLogs/{ns}/…` and `/stats/{ns}/…` for the tenant's namespaces.
+    #[serde(default)]
+    pub allow_pod_scoped_paths: bool,
+    /// Also allow `/exec`, `/attach`, `/run` and `/portForward` for the tenant's
+    /// namespaces (only together with `allowPodScopedPaths`). These give a shell in
+    /// the tenant's pods through the node's credentials, so they need their own opt-in.
+    #[serde(default)]
+    pub allow_interactive_paths: bool,
+}
+
+/// Where the tenant of a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum TenantSource {
+    /// A request header set by a trusted Envoy filter (e.g. `jwt_authn`).
+    Header(String),
+    /// Fixed for the listener.
+    Static(String),
+}
+
+/// Series without a `namespace` label (node, machine and kubelet-internal series).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonNamespacedSeries {
+    #[default]
+    Keep,
+    Drop,
+}
+
+/// Series with `namespace=""` (cadvisor's system cgroups such as `id="/system.slice"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyNamespaceSeries {
+    #[default]
+    Drop,
+    Keep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnapshotSource {
+    /// Envoy cluster of the control plane.
+    pub cluster: String,
+    /// `:authority` of the snapshot request; the cluster name when absent.
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default = "default_snapshot_path")]
+    pub path: String,
+    /// Long-poll wait the control plane may hold the request for.
+    #[serde(default = "default_poll_timeout_ms")]
+    pub poll_timeout_ms: u64,
+    /// Beyond this age without a successful fetch, tenant mode fails closed.
+    #[serde(default = "default_max_staleness_seconds")]
+    pub max_staleness_seconds: u64,
+}
+
+fn default_max_json_body_bytes() -> usize {
+    DEFAULT_MAX_JSON_BODY_BYTES
+}
+fn default_snapshot_path() -> String {
+    "/v1/snapshot".to_owned()
+}
+fn default_poll_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_staleness_seconds() -> u64 {
+    300
+}
+
+/// A configuration that could not be used, with the offending field named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl Config {
+    /// Parses and validates a configuration. An empty input is the empty config
+    /// (neither feature on), as Envoy passes an empty string when none is given.
+    pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+        let json: &[u8] = if json.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            json
+        };
+        // serde would also accept a JSON array for a struct; a config is an object.
+        if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(invalid("the configuration must be a JSON object"));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                invalid(inner.to_string())
+            } else {
+                invalid(format!("{path}: {inner}"))
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(inject) = &self.inject {
+            if inject.labels.is_empty() {
+                return Err(invalid("inject.labels: at least one label is required"));
+            }
+            let mut seen = BTreeMap::new();
+            for (key, name) in &inject.labels {
+                if key.is_empty() {
+                    return Err(invalid("inject.labels: empty namespace label key"));
+                }
+                if let Err(why) = labels::check_injectable_name(name) {
+                    let hint = labels::sanitize_name(key);
+                    return Err(invalid(format!(
+                        "inject.labels.{key}: {name:?} {why} (a valid name for this key would be {hint:?})"
+                    )));
+                }
+                if let Some(other) = seen.insert(name.as_str(), key.as_str()) {
+                    return Err(invalid(format!(
+                        "inject.labels: {other:?} and {key:?} both map to label {name:?}"
+                    )));
+                }
+            }
+        }
+        if let Some(tenancy) = &self.tenancy {
+            let tenant = match &tenancy.tenant {
+                TenantSource::Header(h) => h,
+                TenantSource::Static(t) => t,
+            };
+            if tenant.is_empty() {
+                return Err(invalid("tenancy.tenant: must not be empty"));
+            }
+            if let TenantSource::Header(h) = &tenancy.tenant {
+                if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(invalid(format!(
+                        "tenancy.tenant.header: {h:?} is not a valid header name"
+                    )));
+                }
+            }
+            if tenancy.namespace_label.as_deref() == Some("") {
+                return Err(invalid("tenancy.namespaceLabel: must not be empty"));
+            }
+            if tenancy.namespace_label.is_none() && tenancy.static_namespaces.is_empty() {
+                return Err(invalid(
+                    "tenancy: needs namespaceLabel or staticNamespaces to know which namespaces a tenant owns",
+                ));
+            }
+            if tenancy.allow_interactive_paths && !tenancy.allow_pod_scoped_paths {
+                return Err(invalid(
+                    "tenancy.allowInteractivePaths: requires allowPodScopedPaths",
+                ));
+            }
+        }
+        if self.needs_snapshot() {
+            let Some(source) = &self.snapshot else {
+                return Err(invalid(
+                    "snapshot: required because inject or tenancy.namespaceLabel reads namespace labels",
+                ));
+            };
+            if source.cluster.is_empty() {
+                return Err(invalid("snapshot.cluster: must not be empty"));
+            }
+            if !source.path.starts_with('/') {
+                return Err(invalid("snapshot.path: must start with '/'"));
+            }
+            if source.poll_timeout_ms == 0 || source.poll_timeout_ms > 60_000 {
+                return Err(invalid("snapshot.pollTimeoutMs: must be 1..=60000"));
+            }
+            if source.max_staleness_seconds == 0 {
+                return Err(invalid("snapshot.maxStalenessSeconds: must be positive"));
+            }
+        }
+        if self.max_json_body_bytes == 0 {
+            return Err(invalid("maxJsonBodyBytes: must be positive"));
+        }
+        Ok(())
+    }
+
+    /// True when some feature reads namespace labels, i.e. the filter must have a
+    /// snapshot before it can answer. Tenancy from `staticNamespaces` alone does not.
+    pub fn needs_snapshot(&self) -> bool {
+        self.inject.is_some()
+            || self
+                .tenancy
+                .as_ref()
+                .is_some_and(|t| t.namespace_label.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        Config::parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    const SNAPSHOT: &str = r#""snapshot": {"cluster": "cp"}"#;
+
+    #[test]
+    fn empty_config_turns_everything_off() {
+        let c = Config::parse(b"").unwrap();
+        assert_eq!(c, Config::parse(b"{}").unwrap());
+        assert!(c.inject.is_none() && c.tenancy.is_none());
+        assert_eq!(c.max_json_body_bytes, DEFAULT_MAX_JSON_BODY_BYTES);
+    }
+
+    #[test]
+    fn full_config_parses_with_defaults() {
+        let c = Config::parse(
+            br#"{"inject": {"labels": {"team": "team"}},
+                 "tenancy": {"tenant": {"header": "x-tenant"}, "namespaceLabel": "tenant"},
+                 "snapshot": {"cluster": "cp"}}"#,
+        )
+        .unwrap();
+        let inject = c.inject.unwrap();
+        assert_eq!(inject.on_conflict, OnConflict::Exported);
+        let t = c.tenancy.unwrap();
+        assert_eq!(t.tenant, TenantSource::Header("x-tenant".into()));
+        assert_eq!(t.non_namespaced_series, NonNamespacedSeries::Keep);
+        assert_eq!(t.empty_namespace_series, EmptyNamespaceSeries::Drop);
+        assert!(!t.allow_pod_scoped_paths);
+        let s = c.snapshot.unwrap();
+        assert_eq!(
+            (s.path.as_str(), s.poll_timeout_ms, s.max_staleness_seconds),
+            ("/v1/snapshot", 30_000, 300)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        assert!(err(r#"{"injct": {}}"#).contains("injct"));
+        let e = err(
+            r#"{"tenancy": {"tenant": {"static": "a"}, "staticNamespaces": {}, "nonNamespacedSerie": "keep"}}"#,
+        );
+        assert!(e.contains("tenancy") && e.contains("nonNamespacedSerie"), "{e}");
+        let e = err(r#"{"tenancy": {"tenant": {"cookie": "a"}, "staticNamespaces": {"a": []}}}"#);
+        assert!(e.contains("tenancy.tenant") && e.contains("cookie"), "{e}");
+        let e = err(&format!(
+            r#"{{"inject": {{"labels": {{"a": "a"}}, "onConflict": "merge"}}, {SNAPSHOT}}}"#
+        ));
+        assert!(e.contains("inject.onConflict") && e.contains("merge"), "{e}");
+    }
+
+    #[test]
+    fn invalid_label_names_are_rejected_with_a_sanitized_hint() {
+        let e = err(&format!(
+            r#"{{"inject": {{"labels": {{"app.kubernetes.io/team": "app.kubernetes.io/team"}}}}, {SNAPSHOT}}}"#
+        ));
+        assert!(e.contains("inject.labels.app.kubernetes.io/team"), "{e}");
+        assert!(e.contains("app_kubernetes_io_team"), "{e}");
+        for bad in ["__team", "namespace", "9lives", ""] {
+            let json = format!(r#"{{"inject": {{"labels": {{"k": "{bad}"}}}}, {SNAPSHOT}}}"#);
+            assert!(Config::parse(json.as_bytes()).is_err(), "{bad:?} accepted");
+        }
+        let e = err(&format!(
+            r#"{{"inject": {{"labels": {{"a": "team", "b": "team"}}}}, {SNAPSHOT}}}"#
+        ));
+        assert!(e.contains("both map"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_source_is_required_only_when_labels_are_read() {
+        assert!(err(r#"{"inject": {"labels": {"team": "team"}}}"#).contains("snapshot"));
+        assert!(
+            err(r#"{"tenancy": {"tenant": {"static": "a"}, "namespaceLabel": "tenant"}}"#)
+                .contains("snapshot")
+        );
+        let c = Config::parse(
+            br#"{"tenancy": {"tenant": {"static": "a"}, "staticNamespaces": {"a": ["ns"]}}}"#,
+        )
+        .unwrap();
+        assert!(!c.needs_snapshot());
+    }
+
+    #[test]
+    fn tenancy_needs_a_way_to_own_namespaces() {
+        assert!(err(r#"{"tenancy": {"tenant": {"static": "a"}}}"#).contains("namespaceLabel"));
+        assert!(err(
+            r#"{"tenancy": {"tenant": {"header": "bad header"}, "staticNamespaces": {"a": []}}}"#
+        )
+        .contains("header"));
+        assert!(err(
+            r#"{"tenancy": {"tenant": {"static": "a"}, "staticNamespaces": {"a": []}, "allowInteractivePaths": true}}"#
+        )
+        .contains("allowPodScopedPaths"));
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_a_default() {
+        assert!(Config::parse(b"{").is_err());
+        assert!(Config::parse(b"[]").is_err());
+        assert!(err(r#"{"maxJsonBodyBytes": 0}"#).contains("maxJsonBodyBytes"));
+    }
+}
