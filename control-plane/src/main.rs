@@ -19,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Rewrite a captured kubelet response body (stdin → stdout) exactly as the
+    /// filter would for a request to --path.
+    Rewrite(tools::RewriteArgs),
     /// Validate a plugin configuration file (JSON).
     CheckConfig(tools::CheckConfigArgs),
     /// Print the Prometheus label name for a Kubernetes label key
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Rewrite(args) => tools::rewrite(&args),
         Command::CheckConfig(args) => tools::check_config(&args),
         Command::LabelName(args) => tools::label_name(&args),
     }

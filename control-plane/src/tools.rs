@@ -1,13 +1,146 @@
 //! Offline tools over the filter's own modules.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use clap::Args;
-use kubelet_scope_filter::config::Config;
+use kubelet_scope_filter::body::BodyFilter;
+use kubelet_scope_filter::catalog::{Catalog, RequestScope};
+use kubelet_scope_filter::config::{Config, TenantSource};
+use kubelet_scope_filter::endpoint::{decide, Decision};
 use kubelet_scope_filter::labels;
+use kubelet_scope_filter::snapshot::Snapshot;
 
-use crate::EXIT_INVALID;
+use crate::{EXIT_INVALID, EXIT_REFUSED};
+
+#[derive(Args)]
+pub struct RewriteArgs {
+    /// The plugin configuration (JSON).
+    #[arg(long)]
+    config: PathBuf,
+    /// A namespace snapshot (JSON, as served on /v1/snapshot); required when the
+    /// configuration reads namespace labels.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// The kubelet request path the body answers, e.g. /metrics/cadvisor.
+    #[arg(long)]
+    path: String,
+    /// The tenant the request resolves to (the header's value when the
+    /// configuration takes the tenant from a header).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Feed the body to the filter in chunks of this many bytes, as Envoy would.
+    #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    chunk_size: u32,
+}
+
+/// Why `rewrite` stopped: bad input (exit 2) or a refusal (exit 3).
+enum Failure {
+    Invalid(String),
+    Refused(String),
+}
+
+/// Runs the filter's logic for `--path` on the body read from stdin. The output
+/// is written only when the whole body was rewritten, so a refusal leaks nothing.
+pub fn rewrite(args: &RewriteArgs) -> ExitCode {
+    match rewrite_body(args) {
+        Ok(out) => match std::io::stdout().lock().write_all(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kubelet-scope rewrite: cannot write output: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(Failure::Invalid(msg)) => {
+            eprintln!("kubelet-scope rewrite: {msg}");
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(Failure::Refused(msg)) => {
+            eprintln!("kubelet-scope rewrite: refused: {msg}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+    }
+}
+
+fn rewrite_body(args: &RewriteArgs) -> Result<Vec<u8>, Failure> {
+    let config = read(&args.config)
+        .and_then(|b| Config::parse(&b).map_err(|e| format!("{}: {e}", args.config.display())))
+        .map_err(Failure::Invalid)?;
+    let snapshot = match &args.snapshot {
+        Some(path) => Some(
+            read(path)
+                .and_then(|b| Snapshot::parse(&b).map_err(|e| format!("{}: {e}", path.display())))
+                .map_err(Failure::Invalid)?,
+        ),
+        None if config.needs_snapshot() => {
+            return Err(Failure::Invalid(
+                "--snapshot is required: the configuration reads namespace labels".into(),
+            ))
+        }
+        None => None,
+    };
+    let tenant = match config.tenancy.as_ref().map(|t| &t.tenant) {
+        Some(TenantSource::Static(fixed)) => match &args.tenant {
+            Some(given) if given != fixed => {
+                return Err(Failure::Invalid(format!(
+                    "--tenant {given:?} does not match the configuration's static tenant {fixed:?}"
+                )))
+            }
+            _ => Some(fixed.clone()),
+        },
+        Some(TenantSource::Header(_)) => args.tenant.clone(),
+        None => None,
+    };
+    let catalog = Rc::new(Catalog::new(&config, snapshot.as_ref()));
+
+    let mut body = std::io::stdin().lock();
+    let mut out = Vec::new();
+    let kind = match decide(&config, Some(&catalog), &args.path, tenant.as_deref()) {
+        Decision::Deny { status, reason } => {
+            return Err(Failure::Refused(format!("{status} {reason}")))
+        }
+        Decision::PassThrough => {
+            body.read_to_end(&mut out)
+                .map_err(|e| Failure::Invalid(format!("cannot read the body: {e}")))?;
+            return Ok(out);
+        }
+        Decision::Rewrite(kind) => kind,
+    };
+    let scope = RequestScope::new(catalog, tenant.as_deref());
+    let mut filter = BodyFilter::new(kind, scope, config.max_json_body_bytes);
+    let mut chunk = vec![0; args.chunk_size as usize];
+    loop {
+        let filled = fill(&mut body, &mut chunk)
+            .map_err(|e| Failure::Invalid(format!("cannot read the body: {e}")))?;
+        if filled == 0 {
+            break;
+        }
+        filter
+            .feed(&chunk[..filled], &mut out)
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+    }
+    filter
+        .finish(&mut out)
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    Ok(out)
+}
+
+/// Reads until `buf` is full or the input ends, so chunks are exactly
+/// `--chunk-size` long whatever the pipe delivers.
+fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
 
 #[derive(Args)]
 pub struct CheckConfigArgs {

@@ -28,3 +28,51 @@ impl fmt::Display for BodyError {
 }
 
 impl std::error::Error for BodyError {}
+
+use crate::catalog::RequestScope;
+use crate::endpoint::BodyKind;
+use crate::exposition;
+
+/// The rewriter for one response body, chosen by [`BodyKind`].
+pub enum BodyFilter {
+    Exposition(exposition::Rewriter),
+    /// JSON endpoints whose filter is not available: refused, never passed.
+    Unsupported,
+}
+
+impl BodyFilter {
+    pub fn new(kind: BodyKind, scope: RequestScope, _max_json_body_bytes: usize) -> BodyFilter {
+        match kind {
+            BodyKind::Exposition => BodyFilter::Exposition(exposition::Rewriter::new(scope)),
+            BodyKind::Json(_) => BodyFilter::Unsupported,
+        }
+    }
+
+    /// Rewrites what it can of `chunk` into `out` (streaming: any split gives the
+    /// same output).
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), BodyError> {
+        match self {
+            BodyFilter::Exposition(r) => r.feed(chunk, out),
+            BodyFilter::Unsupported => Err(unsupported()),
+        }
+    }
+
+    /// Ends the body, writing what was held back.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BodyError> {
+        match self {
+            BodyFilter::Exposition(r) => r.finish(out),
+            BodyFilter::Unsupported => Err(unsupported()),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        match self {
+            BodyFilter::Exposition(r) => r.counters(),
+            BodyFilter::Unsupported => Counters::default(),
+        }
+    }
+}
+
+fn unsupported() -> BodyError {
+    BodyError("kubelet-scope: JSON filtering is not available".into())
+}

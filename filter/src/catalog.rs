@@ -78,7 +78,8 @@ impl Catalog {
                         .iter()
                         .filter_map(|(key, prom_name)| {
                             let value = ns.labels.get(key)?;
-                            let mut rendered = Vec::with_capacity(prom_name.len() + value.len() + 3);
+                            let mut rendered =
+                                Vec::with_capacity(prom_name.len() + value.len() + 3);
                             rendered.extend_from_slice(prom_name.as_bytes());
                             rendered.extend_from_slice(b"=\"");
                             escape_value_into(value, &mut rendered);
@@ -98,7 +99,11 @@ impl Catalog {
                     entry.labels = labels.into();
                     entry.suffix = suffix.into();
                 }
-                if let Some(key) = config.tenancy.as_ref().and_then(|t| t.namespace_label.as_ref()) {
+                if let Some(key) = config
+                    .tenancy
+                    .as_ref()
+                    .and_then(|t| t.namespace_label.as_ref())
+                {
                     if let Some(tenant) = ns.labels.get(key).filter(|t| !t.is_empty()) {
                         entry.tenants = vec![tenant.as_str().into()].into();
                         tenants.insert(tenant.as_str().into());
@@ -216,22 +221,30 @@ impl RequestScope {
     /// the body), or none when `None`. Without tenancy everything is visible.
     /// Under tenancy with no resolved tenant nothing namespaced is visible.
     pub fn visibility(&self, namespace: Option<&[u8]>) -> Visibility {
+        self.lookup(namespace).0
+    }
+
+    /// [`visibility`](Self::visibility) and the namespace's catalog entry, from one
+    /// hash lookup: the per-series cost of the Prometheus rewriter.
+    pub fn lookup(&self, namespace: Option<&[u8]>) -> (Visibility, Option<&NamespaceEntry>) {
+        let entry = namespace.and_then(|ns| self.catalog.namespace(ns));
         let Some(rules) = self.catalog.tenancy else {
-            return Visibility::Visible;
+            return (Visibility::Visible, entry);
         };
         let visible = match namespace {
             None => rules.non_namespaced == NonNamespacedSeries::Keep,
             Some([]) => rules.empty_namespace == EmptyNamespaceSeries::Keep,
-            Some(ns) => match (&self.tenant, self.catalog.namespace(ns)) {
+            Some(_) => match (&self.tenant, entry) {
                 (Some(tenant), Some(entry)) => entry.owned_by(tenant),
                 _ => false,
             },
         };
-        if visible {
+        let visibility = if visible {
             Visibility::Visible
         } else {
             Visibility::Hidden
-        }
+        };
+        (visibility, entry)
     }
 
     /// Visibility of a namespaced object that is never "non-namespaced" (JSON pods):

@@ -8,5 +8,6 @@ pub mod body;
 pub mod catalog;
 pub mod config;
 pub mod endpoint;
+pub mod exposition;
 pub mod labels;
 pub mod snapshot;
