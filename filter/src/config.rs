@@ -211,7 +211,10 @@ impl Config {
                 return Err(invalid("tenancy.tenant: must not be empty"));
             }
             if let TenantSource::Header(h) = &tenancy.tenant {
-                if !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                if !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
                     return Err(invalid(format!(
                         "tenancy.tenant.header: {h:?} is not a valid header name"
                     )));
@@ -313,13 +316,19 @@ mod tests {
         let e = err(
             r#"{"tenancy": {"tenant": {"static": "a"}, "staticNamespaces": {}, "nonNamespacedSerie": "keep"}}"#,
         );
-        assert!(e.contains("tenancy") && e.contains("nonNamespacedSerie"), "{e}");
+        assert!(
+            e.contains("tenancy") && e.contains("nonNamespacedSerie"),
+            "{e}"
+        );
         let e = err(r#"{"tenancy": {"tenant": {"cookie": "a"}, "staticNamespaces": {"a": []}}}"#);
         assert!(e.contains("tenancy.tenant") && e.contains("cookie"), "{e}");
         let e = err(&format!(
             r#"{{"inject": {{"labels": {{"a": "a"}}, "onConflict": "merge"}}, {SNAPSHOT}}}"#
         ));
-        assert!(e.contains("inject.onConflict") && e.contains("merge"), "{e}");
+        assert!(
+            e.contains("inject.onConflict") && e.contains("merge"),
+            "{e}"
+        );
     }
 
     #[test]

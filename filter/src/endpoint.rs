@@ -16,7 +16,10 @@ pub enum Endpoint {
     Json(JsonEndpoint),
     /// `/healthz` and `/healthz/…`.
     Health,
-    PodScoped { kind: PodPath, namespace: String },
+    PodScoped {
+        kind: PodPath,
+        namespace: String,
+    },
     /// `/logs`, `/configz`, `/debug`, `/spec`, `/checkpoint`, anything else.
     NodeLevel,
 }
@@ -142,7 +145,9 @@ pub fn decide(
     let namespace = match &endpoint {
         Endpoint::Health => return Decision::PassThrough,
         Endpoint::NodeLevel => {
-            return Decision::forbidden("kubelet-scope: this kubelet path is not available to tenants")
+            return Decision::forbidden(
+                "kubelet-scope: this kubelet path is not available to tenants",
+            )
         }
         Endpoint::PodScoped { kind, namespace } => {
             if !tenancy.allow_pod_scoped_paths {
@@ -187,7 +192,12 @@ mod tests {
     #[test]
     fn classifies_kubelet_paths() {
         use Endpoint::*;
-        for p in ["/metrics", "/metrics/cadvisor", "/metrics/resource?x=1", "/metrics/probes"] {
+        for p in [
+            "/metrics",
+            "/metrics/cadvisor",
+            "/metrics/resource?x=1",
+            "/metrics/probes",
+        ] {
             assert_eq!(classify(p), Metrics, "{p}");
         }
         assert_eq!(
@@ -219,10 +229,25 @@ mod tests {
             }
         );
         for p in [
-            "/logs/", "/configz", "/debug/pprof/", "/spec", "/checkpoint/a/b/c", "/exec/shop",
-            "/metrics/", "/metrics/slis", "/metrics/../exec/a/b/c", "/metrics/%2e%2e/configz",
-            "//metrics", "/stats/", "/stats", "/pods/", "", "metrics", "/healthzz",
-            "/containerLogs/./x/y", "/containerLogs/shop/../../configz",
+            "/logs/",
+            "/configz",
+            "/debug/pprof/",
+            "/spec",
+            "/checkpoint/a/b/c",
+            "/exec/shop",
+            "/metrics/",
+            "/metrics/slis",
+            "/metrics/../exec/a/b/c",
+            "/metrics/%2e%2e/configz",
+            "//metrics",
+            "/stats/",
+            "/stats",
+            "/pods/",
+            "",
+            "metrics",
+            "/healthzz",
+            "/containerLogs/./x/y",
+            "/containerLogs/shop/../../configz",
         ] {
             assert_eq!(classify(p), NodeLevel, "{p}");
         }
@@ -251,11 +276,13 @@ mod tests {
 
     #[test]
     fn tenant_mode_is_default_deny() {
-        let (config, catalog) = setup(
-            r#"{"tenant": {"header": "x-tenant"}, "namespaceLabel": "tenant"}"#,
-        );
+        let (config, catalog) =
+            setup(r#"{"tenant": {"header": "x-tenant"}, "namespaceLabel": "tenant"}"#);
         let d = |path, tenant| decide(&config, Some(&catalog), path, tenant);
-        assert_eq!(d("/metrics/cadvisor", Some("acme")), Decision::Rewrite(BodyKind::Exposition));
+        assert_eq!(
+            d("/metrics/cadvisor", Some("acme")),
+            Decision::Rewrite(BodyKind::Exposition)
+        );
         assert_eq!(
             d("/pods", Some("acme")),
             Decision::Rewrite(BodyKind::Json(JsonEndpoint::PodList))
@@ -264,7 +291,13 @@ mod tests {
         assert_eq!(status(d("/metrics", None)), 403);
         assert_eq!(status(d("/metrics", Some(""))), 403);
         assert_eq!(status(d("/metrics", Some("nobody"))), 403);
-        for p in ["/configz", "/logs/", "/exec/shop/web/c", "/containerLogs/shop/web/c", "/x"] {
+        for p in [
+            "/configz",
+            "/logs/",
+            "/exec/shop/web/c",
+            "/containerLogs/shop/web/c",
+            "/x",
+        ] {
             assert_eq!(status(d(p, Some("acme"))), 403, "{p}");
         }
         assert_eq!(status(decide(&config, None, "/metrics", Some("acme"))), 503);
@@ -303,9 +336,15 @@ mod tests {
             decide(&config, Some(&catalog), "/metrics/cadvisor", None),
             Decision::Rewrite(BodyKind::Exposition)
         );
-        assert_eq!(decide(&config, None, "/metrics/cadvisor", None), Decision::PassThrough);
+        assert_eq!(
+            decide(&config, None, "/metrics/cadvisor", None),
+            Decision::PassThrough
+        );
         for p in ["/pods", "/exec/a/b/c", "/configz"] {
-            assert_eq!(decide(&config, Some(&catalog), p, None), Decision::PassThrough);
+            assert_eq!(
+                decide(&config, Some(&catalog), p, None),
+                Decision::PassThrough
+            );
         }
         let none = Config::parse(b"{}").unwrap();
         assert_eq!(

@@ -14,7 +14,10 @@ pub fn check_injectable_name(name: &str) -> Result<(), &'static str> {
     if !(first.is_ascii_alphabetic() || first == b'_') {
         return Err("is not a valid Prometheus label name (must start with a letter or '_')");
     }
-    if !bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_') {
+    if !bytes
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Err("is not a valid Prometheus label name (only [a-zA-Z0-9_] allowed)");
     }
     if name.starts_with("__") {
@@ -36,10 +39,13 @@ pub fn sanitize_name(key: &str) -> String {
     if key.starts_with(|c: char| c.is_ascii_digit()) || key.is_empty() {
         out.push('_');
     }
-    out.extend(
-        key.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }),
-    );
+    out.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
     out
 }
 
@@ -72,7 +78,10 @@ mod tests {
 
     #[test]
     fn sanitized_names_are_injectable_or_reserved() {
-        assert_eq!(sanitize_name("app.kubernetes.io/team"), "app_kubernetes_io_team");
+        assert_eq!(
+            sanitize_name("app.kubernetes.io/team"),
+            "app_kubernetes_io_team"
+        );
         assert_eq!(sanitize_name("1st"), "_1st");
         assert_eq!(sanitize_name("équipe"), "_quipe");
         assert_eq!(check_injectable_name(&sanitize_name("a/b.c-d")), Ok(()));

@@ -54,7 +54,11 @@ impl Snapshot {
             return Err(SnapshotError("version: must not be empty".into()));
         }
         // The version travels in `ETag`/`If-None-Match` and in a shared-data key.
-        if !snapshot.version.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        if !snapshot
+            .version
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"')
+        {
             return Err(SnapshotError(
                 "version: must be printable ASCII without '\"'".into(),
             ));
