@@ -9,5 +9,13 @@ pub mod catalog;
 pub mod config;
 pub mod endpoint;
 pub mod exposition;
+pub mod fetch;
+pub mod http;
+pub mod json;
 pub mod labels;
+pub mod lease;
+pub mod metrics;
 pub mod snapshot;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

@@ -1,0 +1,1341 @@
+//! Tenant filtering of the kubelet's JSON bodies: `/stats/summary` (keep `node`, keep
+//! the `pods[]` whose `podRef.namespace` the tenant may see) and `/pods`,
+//! `/runningpods` (a `PodList`: keep the `items[]` whose `metadata.namespace` it may
+//! see).
+//!
+//! # Streaming, not buffering
+//!
+//! The filter is a resumable, validating JSON scanner (a push-down automaton over
+//! bytes, no recursion) that streams: everything outside the filtered array is
+//! written out as soon as it has been read, and each array element is held back only
+//! until its closing brace, when its namespace is known (the namespace may come after
+//! megabytes of `status`, so an element cannot be decided earlier). Memory is
+//! therefore bounded by the largest element, not the body, and `max_body_bytes` caps
+//! that one element (with the whitespace around it); a bigger element is refused.
+//! An element that lies inside one chunk is not copied at all: it is decided and
+//! copied straight from the chunk to the output.
+//!
+//! Kept bytes are the input bytes: no re-serialization. The filter removes elements
+//! and fixes the commas; the whitespace before each kept element is kept with it, and
+//! the whitespace before the closing `]` is kept, so a pretty-printed body stays
+//! pretty-printed.
+//!
+//! # Fail closed
+//!
+//! In tenant mode anything the filter cannot filter safely is an error, never passed
+//! through: malformed JSON (checked fully: grammar, string escapes, surrogate pairs,
+//! UTF-8, control characters, so the output is valid JSON whenever the result is
+//! `Ok`), a top-level value that is not an object, an unknown or repeated top-level
+//! key (the kubelet writes `node`/`pods`, resp. `kind`/`apiVersion`/`metadata`/
+//! `items`, and a key we do not know could carry pods), a missing `pods`/`items`, an
+//! element that is not an object, an element without exactly one `podRef`/`metadata`
+//! object holding exactly one string `namespace`, nesting deeper than
+//! [`MAX_DEPTH`], an element over the cap, and a body that ends early. Keys are
+//! compared after unescaping (`"n\u0061mespace"` is `namespace`), and only the
+//! `namespace` directly in the element's `metadata`/`podRef` counts: a `namespace`
+//! in an owner reference, an annotation or the element itself is just data.
+//!
+//! Streaming means output may have been written before an error is found (the
+//! kubelet sends a body that turns malformed halfway). The caller then aborts the
+//! response; no byte of an element the tenant may not see is ever written, because an
+//! element is written only once it is complete and decided. A `feed` that fails
+//! writes nothing, and once failed the filter keeps failing.
+//!
+//! Without tenancy (`scope.filtering()` false) the body passes through unchanged.
+
+use crate::body::{BodyError, Counters};
+use crate::catalog::RequestScope;
+use crate::endpoint::JsonEndpoint;
+
+/// Deepest nesting accepted (the kubelet's bodies nest about 10 deep; `serde_json`,
+/// which agents often parse with, stops at 128).
+pub const MAX_DEPTH: usize = 100;
+
+/// Raw (escaped) length beyond which a key cannot be one we look for: every decoded
+/// byte takes at most 6 raw bytes, and the longest key we match has 9.
+const KEY_CAPTURE_LIMIT: usize = 64;
+/// Raw length of a `namespace` value beyond which it is refused (namespace names are
+/// at most 63 characters).
+const NAMESPACE_CAPTURE_LIMIT: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the top-level value.
+    Start,
+    /// After `{`: a key or `}`.
+    ObjFirst,
+    /// After `,` in an object: a key.
+    Key,
+    /// After a key: `:`.
+    Colon,
+    /// After `:`, or after `,` in an array: a value.
+    Value,
+    /// After `[`: a value or `]`.
+    ArrFirst,
+    /// After a value: `,` or the closer of the container.
+    After,
+    Str,
+    /// After `\` in a string.
+    Escape,
+    /// In the hex digits of `\uXXXX`.
+    Hex,
+    /// After a high-surrogate escape: the `\` of its low surrogate.
+    LowBackslash,
+    /// The `u` of the low surrogate.
+    LowU,
+    /// In a multi-byte UTF-8 sequence.
+    Utf8,
+    NumMinus,
+    NumZero,
+    NumInt,
+    NumDot,
+    NumFrac,
+    NumExp,
+    NumExpSign,
+    NumExpDigits,
+    /// In `true`, `false` or `null`.
+    Lit,
+    /// After the top-level value: only whitespace.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    None,
+    Key,
+    Namespace,
+}
+
+/// What the filter needs to know of an endpoint's shape.
+struct Shape {
+    /// Top-level keys the kubelet writes; anything else is refused.
+    top_keys: &'static [&'static [u8]],
+    /// Index in `top_keys` of the filtered array.
+    target: usize,
+    /// Key, in each element, of the object holding `namespace`.
+    ref_key: &'static [u8],
+}
+
+const SUMMARY: Shape = Shape {
+    top_keys: &[b"node", b"pods"],
+    target: 1,
+    ref_key: b"podRef",
+};
+
+const POD_LIST: Shape = Shape {
+    top_keys: &[b"kind", b"apiVersion", b"metadata", b"items"],
+    target: 3,
+    ref_key: b"metadata",
+};
+
+impl Shape {
+    fn of(endpoint: JsonEndpoint) -> &'static Shape {
+        match endpoint {
+            JsonEndpoint::StatsSummary => &SUMMARY,
+            JsonEndpoint::PodList => &POD_LIST,
+        }
+    }
+
+    fn target_name(&self) -> &'static str {
+        std::str::from_utf8(self.top_keys[self.target]).unwrap_or("array")
+    }
+
+    fn ref_name(&self) -> &'static str {
+        std::str::from_utf8(self.ref_key).unwrap_or("reference")
+    }
+}
+
+/// Streaming tenant filter for one kubelet JSON response body.
+pub struct JsonFilter {
+    shape: &'static Shape,
+    scope: RequestScope,
+    max_body_bytes: usize,
+    filtering: bool,
+    counters: Counters,
+    failed: Option<BodyError>,
+
+    // Scanner.
+    state: State,
+    /// Container kinds, one bit per level (1 = object), `depth` levels.
+    stack: u128,
+    depth: usize,
+    /// The string being scanned is a key.
+    str_key: bool,
+    hex_n: u8,
+    hex_val: u32,
+    hex_low: bool,
+    utf8_left: u8,
+    utf8_lo: u8,
+    utf8_hi: u8,
+    lit: &'static [u8],
+    lit_pos: usize,
+
+    // String capture (the keys and the namespace value we look at).
+    capture: Capture,
+    cap_from: usize,
+    cap_buf: Vec<u8>,
+    cap_overflow: bool,
+    scratch: Vec<u8>,
+
+    // Structure.
+    /// Top-level keys seen (bit per `shape.top_keys` index).
+    top_seen: u32,
+    /// The current top-level value is the filtered array.
+    top_is_target: bool,
+    /// Inside the filtered array (depth >= 2).
+    in_target: bool,
+    /// Inside the element's `podRef`/`metadata` object (depth 4).
+    in_ref: bool,
+    next_is_ref: bool,
+    next_is_ns: bool,
+    ref_seen: bool,
+    ns_key_seen: bool,
+    ns_seen: bool,
+    namespace: Vec<u8>,
+
+    // Output.
+    /// Bytes from `mark` in the current chunk are held back (part of an element or
+    /// of the whitespace after one), with `pending` holding those of earlier chunks.
+    holding: bool,
+    mark: usize,
+    pending: Vec<u8>,
+    kept_any: bool,
+}
+
+fn err(msg: impl std::fmt::Display) -> BodyError {
+    BodyError(format!("kubelet-scope: cannot filter the JSON body: {msg}"))
+}
+
+impl JsonFilter {
+    pub fn new(endpoint: JsonEndpoint, scope: RequestScope, max_body_bytes: usize) -> JsonFilter {
+        let filtering = scope.filtering();
+        JsonFilter {
+            shape: Shape::of(endpoint),
+            scope,
+            max_body_bytes,
+            filtering,
+            counters: Counters::default(),
+            failed: None,
+            state: State::Start,
+            stack: 0,
+            depth: 0,
+            str_key: false,
+            hex_n: 0,
+            hex_val: 0,
+            hex_low: false,
+            utf8_left: 0,
+            utf8_lo: 0,
+            utf8_hi: 0,
+            lit: b"",
+            lit_pos: 0,
+            capture: Capture::None,
+            cap_from: 0,
+            cap_buf: Vec::new(),
+            cap_overflow: false,
+            scratch: Vec::new(),
+            top_seen: 0,
+            top_is_target: false,
+            in_target: false,
+            in_ref: false,
+            next_is_ref: false,
+            next_is_ns: false,
+            ref_seen: false,
+            ns_key_seen: false,
+            ns_seen: false,
+            namespace: Vec::new(),
+            holding: false,
+            mark: 0,
+            pending: Vec::new(),
+            kept_any: false,
+        }
+    }
+
+    /// Filters the next chunk of the body into `out`. Any chunking gives the same
+    /// output. On error nothing of this chunk is written.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), BodyError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.counters.bytes_in += chunk.len() as u64;
+        let start = out.len();
+        if !self.filtering {
+            out.extend_from_slice(chunk);
+        } else if let Err(e) = self.run(chunk, out) {
+            out.truncate(start);
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        self.counters.bytes_out += (out.len() - start) as u64;
+        Ok(())
+    }
+
+    /// Ends the body. In tenant mode a body that is not complete is an error.
+    pub fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), BodyError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.filtering && self.state != State::Done {
+            let e = if self.state == State::Start {
+                err("empty body")
+            } else {
+                err("the body ends before the JSON value does (truncated)")
+            };
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    #[inline]
+    fn top_is_object(&self) -> bool {
+        self.depth > 0 && (self.stack >> (self.depth - 1)) & 1 == 1
+    }
+
+    fn run(&mut self, b: &[u8], out: &mut Vec<u8>) -> Result<(), BodyError> {
+        let n = b.len();
+        let mut i = 0;
+        self.mark = 0;
+        self.cap_from = 0;
+        while i < n {
+            match self.state {
+                State::Str => {
+                    i = skip_plain(b, i);
+                    if i >= n {
+                        break;
+                    }
+                    let c = b[i];
+                    if c == b'"' {
+                        self.end_string(b, i)?;
+                    } else if c == b'\\' {
+                        self.state = State::Escape;
+                    } else if c < 0x20 {
+                        return Err(err("control character in a string"));
+                    } else {
+                        self.utf8_lead(c)?;
+                    }
+                    i += 1;
+                }
+                State::ObjFirst | State::Key => {
+                    i = skip_ws(b, i);
+                    if i >= n {
+                        break;
+                    }
+                    match b[i] {
+                        b'"' => self.start_key(i),
+                        b'}' if self.state == State::ObjFirst => self.close(b, i, out)?,
+                        _ => return Err(err("expected an object key")),
+                    }
+                    i += 1;
+                }
+                State::Colon => {
+                    i = skip_ws(b, i);
+                    if i >= n {
+                        break;
+                    }
+                    if b[i] != b':' {
+                        return Err(err("expected `:` after an object key"));
+                    }
+                    self.state = State::Value;
+                    i += 1;
+                }
+                State::After => {
+                    i = skip_ws(b, i);
+                    if i >= n {
+                        break;
+                    }
+                    match b[i] {
+                        b',' => self.comma(b, i)?,
+                        b'}' | b']' => self.close(b, i, out)?,
+                        _ => return Err(err("expected `,` or the end of a container")),
+                    }
+                    i += 1;
+                }
+                State::Value | State::ArrFirst | State::Start => {
+                    i = skip_ws(b, i);
+                    if i >= n {
+                        break;
+                    }
+                    let c = b[i];
+                    if c == b']' && self.state == State::ArrFirst {
+                        self.close(b, i, out)?;
+                    } else {
+                        if self.state == State::Start && c != b'{' {
+                            return Err(err("the top-level value is not an object"));
+                        }
+                        self.value_start(b, i, c, out)?;
+                    }
+                    i += 1;
+                }
+                State::Escape => {
+                    match b[i] {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                            self.state = State::Str
+                        }
+                        b'u' => {
+                            self.state = State::Hex;
+                            self.hex_n = 0;
+                            self.hex_val = 0;
+                            self.hex_low = false;
+                        }
+                        _ => return Err(err("invalid escape in a string")),
+                    }
+                    i += 1;
+                }
+                State::Hex => {
+                    let d = match b[i] {
+                        c @ b'0'..=b'9' => c - b'0',
+                        c @ b'a'..=b'f' => c - b'a' + 10,
+                        c @ b'A'..=b'F' => c - b'A' + 10,
+                        _ => return Err(err("invalid \\u escape in a string")),
+                    };
+                    self.hex_val = self.hex_val * 16 + u32::from(d);
+                    self.hex_n += 1;
+                    if self.hex_n == 4 {
+                        let v = self.hex_val;
+                        let low = (0xDC00..=0xDFFF).contains(&v);
+                        self.state = if self.hex_low {
+                            if !low {
+                                return Err(err("unpaired surrogate in a string"));
+                            }
+                            State::Str
+                        } else if (0xD800..=0xDBFF).contains(&v) {
+                            State::LowBackslash
+                        } else if low {
+                            return Err(err("unpaired surrogate in a string"));
+                        } else {
+                            State::Str
+                        };
+                    }
+                    i += 1;
+                }
+                State::LowBackslash | State::LowU => {
+                    let want = if self.state == State::LowBackslash {
+                        b'\\'
+                    } else {
+                        b'u'
+                    };
+                    if b[i] != want {
+                        return Err(err("unpaired surrogate in a string"));
+                    }
+                    if self.state == State::LowBackslash {
+                        self.state = State::LowU;
+                    } else {
+                        self.state = State::Hex;
+                        self.hex_n = 0;
+                        self.hex_val = 0;
+                        self.hex_low = true;
+                    }
+                    i += 1;
+                }
+                State::Utf8 => {
+                    let c = b[i];
+                    if c < self.utf8_lo || c > self.utf8_hi {
+                        return Err(err("invalid UTF-8 in a string"));
+                    }
+                    self.utf8_lo = 0x80;
+                    self.utf8_hi = 0xBF;
+                    self.utf8_left -= 1;
+                    if self.utf8_left == 0 {
+                        self.state = State::Str;
+                    }
+                    i += 1;
+                }
+                State::NumMinus => {
+                    self.state = match b[i] {
+                        b'0' => State::NumZero,
+                        b'1'..=b'9' => State::NumInt,
+                        _ => return Err(err("invalid number")),
+                    };
+                    i += 1;
+                }
+                State::NumInt | State::NumFrac | State::NumExpDigits => {
+                    while i < n && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    if i >= n {
+                        break;
+                    }
+                    self.state = match (self.state, b[i]) {
+                        (State::NumInt, b'.') => State::NumDot,
+                        (State::NumInt | State::NumFrac, b'e' | b'E') => State::NumExp,
+                        _ => {
+                            // The number ends here; this byte is read again.
+                            self.state = State::After;
+                            continue;
+                        }
+                    };
+                    i += 1;
+                }
+                State::NumZero => {
+                    self.state = match b[i] {
+                        b'.' => State::NumDot,
+                        b'e' | b'E' => State::NumExp,
+                        _ => {
+                            self.state = State::After;
+                            continue;
+                        }
+                    };
+                    i += 1;
+                }
+                State::NumDot => {
+                    if !b[i].is_ascii_digit() {
+                        return Err(err("invalid number"));
+                    }
+                    self.state = State::NumFrac;
+                    i += 1;
+                }
+                State::NumExp | State::NumExpSign => {
+                    self.state = match b[i] {
+                        b'0'..=b'9' => State::NumExpDigits,
+                        b'+' | b'-' if self.state == State::NumExp => State::NumExpSign,
+                        _ => return Err(err("invalid number")),
+                    };
+                    i += 1;
+                }
+                State::Lit => {
+                    if b[i] != self.lit[self.lit_pos] {
+                        return Err(err("invalid literal"));
+                    }
+                    self.lit_pos += 1;
+                    if self.lit_pos == self.lit.len() {
+                        self.state = State::After;
+                    }
+                    i += 1;
+                }
+                State::Done => {
+                    i = skip_ws(b, i);
+                    if i < n {
+                        return Err(err("data after the JSON value"));
+                    }
+                }
+            }
+        }
+        // End of the chunk: carry what is held back or being captured.
+        if self.capture != Capture::None {
+            self.cap_append(&b[self.cap_from..n]);
+        }
+        if self.holding {
+            self.pending.extend_from_slice(&b[self.mark..n]);
+            if self.pending.len() > self.max_body_bytes {
+                return Err(self.too_big());
+            }
+        } else {
+            out.extend_from_slice(&b[self.mark..n]);
+        }
+        Ok(())
+    }
+
+    fn too_big(&self) -> BodyError {
+        err(format_args!(
+            "an element of `{}` is larger than maxJsonBodyBytes ({} bytes)",
+            self.shape.target_name(),
+            self.max_body_bytes
+        ))
+    }
+
+    fn utf8_lead(&mut self, c: u8) -> Result<(), BodyError> {
+        let (left, lo, hi) = match c {
+            0xC2..=0xDF => (1, 0x80, 0xBF),
+            0xE0 => (2, 0xA0, 0xBF),
+            0xE1..=0xEC | 0xEE..=0xEF => (2, 0x80, 0xBF),
+            0xED => (2, 0x80, 0x9F),
+            0xF0 => (3, 0x90, 0xBF),
+            0xF1..=0xF3 => (3, 0x80, 0xBF),
+            0xF4 => (3, 0x80, 0x8F),
+            _ => return Err(err("invalid UTF-8 in a string")),
+        };
+        self.utf8_left = left;
+        self.utf8_lo = lo;
+        self.utf8_hi = hi;
+        self.state = State::Utf8;
+        Ok(())
+    }
+
+    fn push(&mut self, object: bool) -> Result<(), BodyError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(err(format_args!("nesting deeper than {MAX_DEPTH}")));
+        }
+        if object {
+            self.stack |= 1 << self.depth;
+        } else {
+            self.stack &= !(1 << self.depth);
+        }
+        self.depth += 1;
+        self.state = if object {
+            State::ObjFirst
+        } else {
+            State::ArrFirst
+        };
+        Ok(())
+    }
+
+    fn start_key(&mut self, i: usize) {
+        self.state = State::Str;
+        self.str_key = true;
+        let d = self.depth;
+        if d == 1 || (d == 3 && self.in_target) || (d == 4 && self.in_ref) {
+            self.start_capture(Capture::Key, i + 1);
+        }
+    }
+
+    fn start_capture(&mut self, kind: Capture, from: usize) {
+        self.capture = kind;
+        self.cap_from = from;
+        self.cap_buf.clear();
+        self.cap_overflow = false;
+    }
+
+    fn cap_append(&mut self, bytes: &[u8]) {
+        let limit = if self.capture == Capture::Namespace {
+            NAMESPACE_CAPTURE_LIMIT
+        } else {
+            KEY_CAPTURE_LIMIT
+        };
+        if self.cap_overflow || self.cap_buf.len() + bytes.len() > limit {
+            self.cap_overflow = true;
+        } else {
+            self.cap_buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// The closing quote of a string at `i`.
+    fn end_string(&mut self, b: &[u8], i: usize) -> Result<(), BodyError> {
+        let capture = self.capture;
+        if capture != Capture::None {
+            self.cap_append(&b[self.cap_from..i]);
+            self.capture = Capture::None;
+        }
+        if self.str_key {
+            self.state = State::Colon;
+            if capture == Capture::Key {
+                self.key_hook()?;
+            }
+        } else {
+            self.state = State::After;
+            if capture == Capture::Namespace {
+                if self.cap_overflow {
+                    return Err(err("a namespace value is too long"));
+                }
+                let ns = decode(&self.cap_buf, &mut self.scratch)?;
+                self.namespace.clear();
+                self.namespace.extend_from_slice(ns);
+                self.ns_seen = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// A key at a depth we look at has been read into `cap_buf`.
+    fn key_hook(&mut self) -> Result<(), BodyError> {
+        let key: Option<&[u8]> = if self.cap_overflow {
+            None
+        } else {
+            Some(decode(&self.cap_buf, &mut self.scratch)?)
+        };
+        match self.depth {
+            1 => {
+                let shape = self.shape;
+                let Some(idx) = key.and_then(|k| shape.top_keys.iter().position(|t| *t == k))
+                else {
+                    let shown = String::from_utf8_lossy(&self.cap_buf);
+                    return Err(err(format_args!(
+                        "unexpected top-level key \"{}\"",
+                        shown.chars().take(40).collect::<String>()
+                    )));
+                };
+                if self.top_seen & (1 << idx) != 0 {
+                    return Err(err(format_args!(
+                        "top-level key \"{}\" appears twice",
+                        String::from_utf8_lossy(shape.top_keys[idx])
+                    )));
+                }
+                self.top_seen |= 1 << idx;
+                self.top_is_target = idx == shape.target;
+            }
+            3 => {
+                let is_ref = key == Some(self.shape.ref_key);
+                if is_ref {
+                    if self.ref_seen {
+                        return Err(err(format_args!(
+                            "an element of `{}` has `{}` twice",
+                            self.shape.target_name(),
+                            self.shape.ref_name()
+                        )));
+                    }
+                    self.ref_seen = true;
+                }
+                self.next_is_ref = is_ref;
+            }
+            _ => {
+                let is_ns = key == Some(&b"namespace"[..]);
+                if is_ns {
+                    if self.ns_key_seen {
+                        return Err(err(format_args!(
+                            "an element of `{}` has `{}.namespace` twice",
+                            self.shape.target_name(),
+                            self.shape.ref_name()
+                        )));
+                    }
+                    self.ns_key_seen = true;
+                }
+                self.next_is_ns = is_ns;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first byte `c` (at `i`) of a value.
+    fn value_start(
+        &mut self,
+        b: &[u8],
+        i: usize,
+        c: u8,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BodyError> {
+        match self.depth {
+            1 if self.top_is_target => match c {
+                b'[' => {
+                    // Everything after `[` is held back until decided.
+                    out.extend_from_slice(&b[self.mark..=i]);
+                    self.mark = i + 1;
+                    self.holding = true;
+                    self.in_target = true;
+                }
+                b'n' => {}
+                _ => {
+                    return Err(err(format_args!(
+                        "`{}` is not an array",
+                        self.shape.target_name()
+                    )))
+                }
+            },
+            2 if self.in_target => {
+                if c != b'{' {
+                    return Err(err(format_args!(
+                        "an element of `{}` is not an object",
+                        self.shape.target_name()
+                    )));
+                }
+                self.counters.seen += 1;
+                self.ref_seen = false;
+                self.ns_key_seen = false;
+                self.ns_seen = false;
+                self.next_is_ref = false;
+                self.next_is_ns = false;
+            }
+            3 if self.in_target && self.next_is_ref => {
+                if c != b'{' {
+                    return Err(err(format_args!(
+                        "`{}` of an element of `{}` is not an object",
+                        self.shape.ref_name(),
+                        self.shape.target_name()
+                    )));
+                }
+                self.in_ref = true;
+            }
+            4 if self.in_ref && self.next_is_ns => {
+                if c != b'"' {
+                    return Err(err(format_args!(
+                        "`{}.namespace` of an element of `{}` is not a string",
+                        self.shape.ref_name(),
+                        self.shape.target_name()
+                    )));
+                }
+                self.start_capture(Capture::Namespace, i + 1);
+            }
+            _ => {}
+        }
+        match c {
+            b'{' => self.push(true)?,
+            b'[' => self.push(false)?,
+            b'"' => {
+                self.state = State::Str;
+                self.str_key = false;
+            }
+            b'-' => self.state = State::NumMinus,
+            b'0' => self.state = State::NumZero,
+            b'1'..=b'9' => self.state = State::NumInt,
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => return Err(err("expected a value")),
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, lit: &'static [u8]) {
+        self.state = State::Lit;
+        self.lit = lit;
+        self.lit_pos = 1;
+    }
+
+    /// A `,` at `i` after a value.
+    fn comma(&mut self, b: &[u8], i: usize) -> Result<(), BodyError> {
+        if self.depth == 2 && self.in_target {
+            // Drop the whitespace after the previous element and the comma: the next
+            // element brings its own comma if it is kept.
+            self.check_region(i)?;
+            self.pending.clear();
+            self.mark = i + 1;
+        }
+        self.state = if self.top_is_object() {
+            State::Key
+        } else {
+            State::Value
+        };
+        Ok(())
+    }
+
+    /// The held-back region (up to `end` in this chunk) must fit the cap.
+    fn check_region(&self, end: usize) -> Result<(), BodyError> {
+        if self.pending.len() + (end - self.mark) > self.max_body_bytes {
+            return Err(self.too_big());
+        }
+        Ok(())
+    }
+
+    /// A `}` or `]` at `i`.
+    fn close(&mut self, b: &[u8], i: usize, out: &mut Vec<u8>) -> Result<(), BodyError> {
+        let object = b[i] == b'}';
+        if object != self.top_is_object() {
+            return Err(err("mismatched bracket"));
+        }
+        match self.depth {
+            4 if self.in_ref => self.in_ref = false,
+            3 if self.in_target => self.element_end(b, i, out)?,
+            2 if self.in_target => {
+                // The end of the array: write the whitespace before `]`, then pass on.
+                self.check_region(i)?;
+                out.extend_from_slice(&self.pending);
+                self.pending.clear();
+                out.extend_from_slice(&b[self.mark..i]);
+                self.mark = i;
+                self.holding = false;
+                self.in_target = false;
+            }
+            1 => {
+                if self.top_seen & (1 << self.shape.target) == 0 {
+                    return Err(err(format_args!(
+                        "the body has no `{}`",
+                        self.shape.target_name()
+                    )));
+                }
+            }
+            _ => {}
+        }
+        self.depth -= 1;
+        self.state = if self.depth == 0 {
+            State::Done
+        } else {
+            State::After
+        };
+        Ok(())
+    }
+
+    /// The closing brace of an element at `i`: decide it.
+    fn element_end(&mut self, b: &[u8], i: usize, out: &mut Vec<u8>) -> Result<(), BodyError> {
+        if !self.ref_seen {
+            return Err(err(format_args!(
+                "an element of `{}` has no `{}`",
+                self.shape.target_name(),
+                self.shape.ref_name()
+            )));
+        }
+        if !self.ns_seen {
+            return Err(err(format_args!(
+                "an element of `{}` has no `{}.namespace`",
+                self.shape.target_name(),
+                self.shape.ref_name()
+            )));
+        }
+        self.check_region(i + 1)?;
+        if self.scope.namespace_visible(&self.namespace) {
+            if self.kept_any {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.pending);
+            out.extend_from_slice(&b[self.mark..=i]);
+            self.kept_any = true;
+            self.counters.kept += 1;
+        } else {
+            self.counters.dropped += 1;
+        }
+        self.pending.clear();
+        self.mark = i + 1;
+        Ok(())
+    }
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bytes that end a run of plain string content: `"`, `\`, control characters and
+/// non-ASCII (checked as UTF-8).
+#[inline]
+fn special(c: u8) -> bool {
+    c == b'"' || c == b'\\' || c < 0x20 || c >= 0x80
+}
+
+/// The index of the first byte at or after `i` that is [`special`] (or `b.len()`),
+/// eight bytes at a time.
+#[inline]
+fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    while let Some(word) = b.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let w = u64::from_le_bytes(word);
+        let q = w ^ (LO * u64::from(b'"'));
+        let s = w ^ (LO * u64::from(b'\\'));
+        let hit = (q.wrapping_sub(LO) & !q)
+            | (s.wrapping_sub(LO) & !s)
+            | (w.wrapping_sub(LO * 0x20) & !w)
+            | w;
+        if hit & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() && !special(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+#[inline]
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    const SPACES: u64 = LO * 0x20;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b' ' => {
+                i += 1;
+                while let Some(word) = b.get(i..i + 8) {
+                    match <[u8; 8]>::try_from(word) {
+                        Ok(word) if u64::from_le_bytes(word) == SPACES => i += 8,
+                        _ => break,
+                    }
+                }
+            }
+            b'\n' | b'\r' | b'\t' => i += 1,
+            _ => break,
+        }
+    }
+    i
+}
+
+/// The bytes of a JSON string's raw (already validated) content, unescaped. Borrows
+/// `raw` when there is nothing to unescape.
+fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], BodyError> {
+    let Some(first) = memchr::memchr(b'\\', raw) else {
+        return Ok(raw);
+    };
+    scratch.clear();
+    scratch.extend_from_slice(&raw[..first]);
+    let mut i = first;
+    while i < raw.len() {
+        let c = raw[i];
+        if c != b'\\' {
+            scratch.push(c);
+            i += 1;
+            continue;
+        }
+        let e = raw.get(i + 1).copied().unwrap_or(0);
+        i += 2;
+        let byte = match e {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0C,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let mut cp = hex4(raw, i)?;
+                i += 4;
+                if (0xD800..=0xDBFF).contains(&cp) {
+                    let low = hex4(raw, i + 2)?;
+                    i += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low.wrapping_sub(0xDC00) & 0x3FF);
+                }
+                let ch = char::from_u32(cp).ok_or_else(|| err("invalid \\u escape"))?;
+                let mut buf = [0u8; 4];
+                scratch.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+            _ => return Err(err("invalid escape in a string")),
+        };
+        scratch.push(byte);
+    }
+    Ok(scratch)
+}
+
+fn hex4(raw: &[u8], at: usize) -> Result<u32, BodyError> {
+    let digits = raw
+        .get(at..at + 4)
+        .ok_or_else(|| err("invalid \\u escape"))?;
+    let mut v = 0u32;
+    for &d in digits {
+        let x = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return Err(err("invalid \\u escape")),
+        };
+        v = v * 16 + u32::from(x);
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::config::Config;
+    use crate::snapshot::Snapshot;
+    use std::rc::Rc;
+
+    fn scope(tenant: Option<&str>, tenancy: bool) -> RequestScope {
+        let config = if tenancy {
+            r#"{"tenancy": {"tenant": {"header": "x-tenant"}, "namespaceLabel": "tenant"},
+                "snapshot": {"cluster": "cp"}}"#
+        } else {
+            r#"{"snapshot": {"cluster": "cp"}}"#
+        };
+        let config = Config::parse(config.as_bytes()).unwrap();
+        let snapshot = Snapshot::parse(
+            br#"{"version":"1","generatedAt":"t","namespaces":{
+                "shop":{"labels":{"tenant":"acme"}},"db":{"labels":{"tenant":"acme"}},
+                "bank":{"labels":{"tenant":"globex"}}}}"#,
+        )
+        .unwrap();
+        RequestScope::new(Rc::new(Catalog::new(&config, Some(&snapshot))), tenant)
+    }
+
+    fn run(endpoint: JsonEndpoint, body: &str) -> Result<String, BodyError> {
+        run_split(endpoint, body.as_bytes(), &[])
+    }
+
+    fn run_split(
+        endpoint: JsonEndpoint,
+        body: &[u8],
+        splits: &[usize],
+    ) -> Result<String, BodyError> {
+        let mut f = JsonFilter::new(endpoint, scope(Some("acme"), true), 1 << 20);
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &s in splits.iter().chain(std::iter::once(&body.len())) {
+            f.feed(&body[at..s], &mut out)?;
+            at = s;
+        }
+        f.finish(&mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn every_split(endpoint: JsonEndpoint, body: &str) -> Result<String, BodyError> {
+        let whole = run(endpoint, body);
+        for s in 0..=body.len() {
+            let split = run_split(endpoint, body.as_bytes(), &[s]);
+            match (&whole, &split) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "split at {s}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("split at {s}: {whole:?} vs {split:?}"),
+            }
+        }
+        let bytes: Vec<usize> = (1..body.len()).collect();
+        let bytewise = run_split(endpoint, body.as_bytes(), &bytes);
+        assert_eq!(whole.is_ok(), bytewise.is_ok());
+        if let (Ok(a), Ok(b)) = (&whole, &bytewise) {
+            assert_eq!(a, b);
+        }
+        whole
+    }
+
+    use JsonEndpoint::{PodList, StatsSummary};
+
+    #[test]
+    fn filters_pod_list_items_and_fixes_commas() {
+        let body = r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[
+  {"metadata":{"name":"a","namespace":"bank"}},
+  {"metadata":{"name":"b","namespace":"shop"}},
+  {"metadata":{"name":"c","namespace":"bank"}},
+  {"metadata":{"name":"d","namespace":"db"}}
+]}"#;
+        assert_eq!(
+            every_split(PodList, body).unwrap(),
+            r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[
+  {"metadata":{"name":"b","namespace":"shop"}},
+  {"metadata":{"name":"d","namespace":"db"}}
+]}"#
+        );
+        let all_foreign =
+            r#"{"items": [ {"metadata":{"namespace":"bank"}} , {"metadata":{"namespace":"x"}} ] }"#;
+        assert_eq!(
+            every_split(PodList, all_foreign).unwrap(),
+            r#"{"items": [ ] }"#
+        );
+        assert_eq!(
+            every_split(PodList, r#"{"items":null}"#).unwrap(),
+            r#"{"items":null}"#
+        );
+        assert_eq!(
+            every_split(PodList, r#"{"items":[]}"#).unwrap(),
+            r#"{"items":[]}"#
+        );
+    }
+
+    #[test]
+    fn filters_summary_pods_and_keeps_node() {
+        let body = "{\r\n \"node\": {\"nodeName\":\"n\",\"systemContainers\":[{\"name\":\"kubelet\"}]},\r\n \"pods\": [\r\n  {\"podRef\": {\"name\":\"x\",\"namespace\":\"bank\"}, \"cpu\": {\"usageNanoCores\": 1.5e3}},\r\n  {\"containers\":[{\"namespace\":\"bank\"}],\"podRef\": {\"namespace\":\"s\\u0068op\",\"name\":\"y\"}}\r\n ]\r\n}\r\n";
+        let out = every_split(StatsSummary, body).unwrap();
+        assert_eq!(
+            out,
+            "{\r\n \"node\": {\"nodeName\":\"n\",\"systemContainers\":[{\"name\":\"kubelet\"}]},\r\n \"pods\": [\r\n  {\"containers\":[{\"namespace\":\"bank\"}],\"podRef\": {\"namespace\":\"s\\u0068op\",\"name\":\"y\"}}\r\n ]\r\n}\r\n"
+        );
+    }
+
+    #[test]
+    fn only_the_reference_namespace_counts() {
+        // `namespace` on the element, in an owner reference, in an annotation, in a
+        // nested `metadata`: none of them is the element's namespace.
+        let body = r#"{"items":[{"namespace":"shop","spec":{"metadata":{"namespace":"shop"}},
+            "metadata":{"ownerReferences":[{"namespace":"shop"}],"annotations":{"namespace":"shop"},
+            "namespace":"bank"}}]}"#;
+        assert_eq!(every_split(PodList, body).unwrap(), r#"{"items":[]}"#);
+        // Without a namespace of its own the element is refused.
+        let body = r#"{"items":[{"namespace":"shop","metadata":{"labels":{"namespace":"shop"}}}]}"#;
+        assert!(every_split(PodList, body)
+            .unwrap_err()
+            .0
+            .contains("metadata.namespace"));
+        let body = r#"{"pods":[{"ref":{"namespace":"shop"}}]}"#;
+        assert!(every_split(StatsSummary, body)
+            .unwrap_err()
+            .0
+            .contains("podRef"));
+    }
+
+    #[test]
+    fn escaped_keys_are_compared_unescaped() {
+        let body = r#"{"it\u0065ms":[{"m\u0065tadata":{"n\u0061mespace":"b\u0061nk"}},{"metadata":{"namespace":"shop"}}]}"#;
+        assert_eq!(
+            every_split(PodList, body).unwrap(),
+            r#"{"it\u0065ms":[{"metadata":{"namespace":"shop"}}]}"#
+        );
+        // A duplicate spelled differently is still a duplicate.
+        let body = r#"{"items":[{"metadata":{"namespace":"shop","n\u0061mespace":"bank"}}]}"#;
+        assert!(every_split(PodList, body).unwrap_err().0.contains("twice"));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_filter() {
+        for (endpoint, body, why) in [
+            (PodList, "", "empty"),
+            (PodList, "[]", "not an object"),
+            (PodList, r#"{"kind":"PodList"}"#, "no `items`"),
+            (PodList, r#"{"items":[],"items":[]}"#, "twice"),
+            (
+                PodList,
+                r#"{"items":[],"extra":1}"#,
+                "unexpected top-level key",
+            ),
+            (PodList, r#"{"items":{}}"#, "not an array"),
+            (PodList, r#"{"items":[1]}"#, "not an object"),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"},"metadata":{"namespace":"shop"}}]}"#,
+                "twice",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop","namespace":"shop"}}]}"#,
+                "twice",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":1}}]}"#,
+                "not a string",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":null}}]}"#,
+                "not a string",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":"shop"}]}"#,
+                "not an object",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"}}]"#,
+                "truncated",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"}}]} x"#,
+                "after",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"}},]}"#,
+                "not an object",
+            ),
+            (PodList, r#"{"kind":"PodList",}"#, "key"),
+            (PodList, r#"{"kind":,"items":[]}"#, "expected a value"),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"}}}]"#,
+                "mismatched",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"sh\op"}}]}"#,
+                "escape",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"\ud800"}}]}"#,
+                "surrogate",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"\udc00\ud800"}}]}"#,
+                "surrogate",
+            ),
+            (
+                PodList,
+                "{\"items\":[{\"metadata\":{\"namespace\":\"a\tb\"}}]}",
+                "control",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"},"x":01}]}"#,
+                "expected `,`",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"},"x":-}]}"#,
+                "number",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"},"x":1.}]}"#,
+                "number",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"},"x":1e}]}"#,
+                "number",
+            ),
+            (
+                PodList,
+                r#"{"items":[{"metadata":{"namespace":"shop"},"x":tru}]}"#,
+                "literal",
+            ),
+            (
+                StatsSummary,
+                r#"{"node":{},"pods":[{"podRef":{}}]}"#,
+                "podRef.namespace",
+            ),
+        ] {
+            let e = every_split(endpoint, body).unwrap_err();
+            assert!(e.0.contains(why), "{body}: {e}");
+        }
+        let deep = format!(
+            r#"{{"node":{}{}{},"pods":[]}}"#,
+            "[".repeat(150),
+            "1",
+            "]".repeat(150)
+        );
+        assert!(run(StatsSummary, &deep).unwrap_err().0.contains("nesting"));
+        let ok = format!(
+            r#"{{"node":{}{}{},"pods":[]}}"#,
+            "[".repeat(90),
+            "1",
+            "]".repeat(90)
+        );
+        assert_eq!(run(StatsSummary, &ok).unwrap(), ok);
+    }
+
+    #[test]
+    fn utf8_is_validated() {
+        let good = "{\"items\":[{\"metadata\":{\"namespace\":\"shop\",\"x\":\"é€𝄞\"}}]}";
+        assert_eq!(every_split(PodList, good).unwrap(), good);
+        for bad in [
+            &b"\xC0\x80"[..],
+            b"\xED\xA0\x80",
+            b"\xF4\x90\x80\x80",
+            b"\xE2\x82",
+            b"\x80",
+        ] {
+            let mut body = br#"{"items":[{"metadata":{"namespace":"shop","x":""#.to_vec();
+            body.extend_from_slice(bad);
+            body.extend_from_slice(br#""}}]}"#);
+            assert!(run_split(PodList, &body, &[]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn element_over_the_cap_is_refused_for_every_split() {
+        let body = format!(
+            r#"{{"items":[{{"metadata":{{"namespace":"shop"}},"x":"{}"}}]}}"#,
+            "a".repeat(200)
+        );
+        for cap in [100, 232, 233, 1000] {
+            let expect_ok = body.len() - r#"{"items":[]}"#.len() <= cap;
+            for s in 0..=body.len() {
+                let mut f = JsonFilter::new(PodList, scope(Some("acme"), true), cap);
+                let mut out = Vec::new();
+                let r = f
+                    .feed(&body.as_bytes()[..s], &mut out)
+                    .and_then(|()| f.feed(&body.as_bytes()[s..], &mut out))
+                    .and_then(|()| f.finish(&mut out));
+                assert_eq!(r.is_ok(), expect_ok, "cap {cap} split {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn failures_write_nothing_and_stick() {
+        let mut f = JsonFilter::new(PodList, scope(Some("acme"), true), 1 << 20);
+        let mut out = Vec::new();
+        f.feed(br#"{"items":[{"metadata":{"namespace":"shop"}}"#, &mut out)
+            .unwrap();
+        let before = out.clone();
+        assert!(f
+            .feed(br#",{"metadata":{"namespace":"shop"}} oops"#, &mut out)
+            .is_err());
+        assert_eq!(out, before);
+        assert!(f.feed(b"]}", &mut out).is_err());
+        assert!(f.finish(&mut out).is_err());
+    }
+
+    #[test]
+    fn passes_through_without_tenancy() {
+        let body = b"not json at all { [";
+        let mut f = JsonFilter::new(PodList, scope(None, false), 4);
+        let mut out = Vec::new();
+        f.feed(body, &mut out).unwrap();
+        f.finish(&mut out).unwrap();
+        assert_eq!(out, body);
+        assert_eq!(f.counters().bytes_in, body.len() as u64);
+        assert_eq!(f.counters().bytes_out, body.len() as u64);
+    }
+
+    #[test]
+    fn tenant_mode_without_a_tenant_sees_nothing() {
+        let body = br#"{"items":[{"metadata":{"namespace":"shop"}}]}"#;
+        let mut f = JsonFilter::new(PodList, scope(None, true), 1 << 20);
+        let mut out = Vec::new();
+        f.feed(body, &mut out).unwrap();
+        f.finish(&mut out).unwrap();
+        assert_eq!(out, br#"{"items":[]}"#);
+        let c = f.counters();
+        assert_eq!((c.seen, c.kept, c.dropped), (1, 0, 1));
+    }
+}
