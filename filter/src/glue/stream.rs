@@ -1,0 +1,407 @@
+//! The HTTP context: one request through the filter.
+//!
+//! Request: resolve the tenant (and remove its header), [`decide`], answer locally
+//! (403/503) or let the request go with `Accept-Encoding: identity` and a text
+//! `Accept` when the body will be rewritten.
+//!
+//! Response: non-2xx passes unchanged; a body the rewriter cannot read is refused
+//! (502, tenant mode) or passed and counted (injection mode) while the headers can
+//! still change; `content-length` is removed; then each chunk is rewritten and
+//! written back in place (`set_buffer(0, chunk_len, out)` + `Continue`), the last
+//! partial line flushed at end of stream.
+//!
+//! Failure after the headers went out (a body the rewriter refuses mid-stream): the
+//! status can no longer change, so the current chunk is emptied (no unfiltered byte
+//! leaves) and the stream is reset (`proxy_close_stream(HttpResponse)`); the client
+//! sees a truncated, aborted response, never a silently partial one.
+//!
+//! JSON bodies are buffered in the VM (the rewriter enforces `maxJsonBodyBytes`):
+//! every chunk is consumed and the Envoy buffer emptied under `Pause`, so Envoy's own
+//! buffer limit never trips; the whole output is written at end of stream — in the
+//! body callback, or in the trailers callback, where Envoy exposes the (buffered)
+//! body only because the previous chunk paused.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use super::metrics::{inc, Metrics};
+use super::state::{now_ms, VmState};
+use crate::body::{BodyError, BodyFilter};
+use crate::catalog::RequestScope;
+use crate::config::TenantSource;
+use crate::endpoint::{decide, BodyKind, Decision};
+use crate::fetch::RETRY_AFTER_SECONDS;
+use crate::http::{check_response, is_success, tenant_header, upstream_accept, TenantHeader};
+
+pub struct Stream {
+    vm: Rc<VmState>,
+    metrics: Rc<Metrics>,
+    phase: Phase,
+    /// The rewriter, kept until `on_done` for its counters.
+    filter: Option<BodyFilter>,
+    /// Rewritten output of the current chunk (reused).
+    out: Vec<u8>,
+    /// JSON: output held until the end of the body.
+    pending: Vec<u8>,
+}
+
+enum Phase {
+    /// Nothing (more) to do with this stream.
+    Pass,
+    /// The request is to be rewritten; waiting for the response headers.
+    Rewrite { kind: BodyKind, scope: RequestScope },
+    /// Rewriting the response body.
+    Streaming { kind: BodyKind, filtering: bool },
+    /// The body was refused after the headers went out; the stream was reset.
+    Failed,
+}
+
+impl Stream {
+    pub fn new(vm: Rc<VmState>) -> Stream {
+        let metrics = vm.metrics();
+        Stream {
+            vm,
+            metrics,
+            phase: Phase::Pass,
+            filter: None,
+            out: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn refuse(&mut self, status: u32, reason: &str) -> Action {
+        let mut headers = vec![("content-type", "text/plain; charset=utf-8")];
+        let retry_after = RETRY_AFTER_SECONDS.to_string();
+        if status == 503 {
+            headers.push(("retry-after", retry_after.as_str()));
+        }
+        let body = format!("{reason}\n");
+        let _ = hostcalls::send_http_response(status, headers, Some(body.as_bytes()));
+        self.phase = Phase::Pass;
+        self.filter = None;
+        Action::Pause
+    }
+
+    fn request_headers(&mut self) -> Action {
+        let Some(config) = self.vm.config() else {
+            return self.refuse(503, "kubelet-scope: the filter is not configured");
+        };
+        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let path = headers
+            .iter()
+            .find(|(n, _)| n == ":path")
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .unwrap_or("")
+            .to_owned();
+        let tenant = match config.tenancy.as_ref().map(|t| &t.tenant) {
+            Some(TenantSource::Static(t)) => Some(t.clone()),
+            Some(TenantSource::Header(name)) => {
+                let found = tenant_header(
+                    name,
+                    headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+                );
+                // Never forward the tenant header to the kubelet.
+                if found != TenantHeader::Missing {
+                    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+                }
+                match found {
+                    TenantHeader::One(t) => Some(t),
+                    TenantHeader::Ambiguous => {
+                        log::debug!("kubelet-scope: tenant header {name:?} sent more than once");
+                        None
+                    }
+                    TenantHeader::Missing | TenantHeader::Invalid => None,
+                }
+            }
+            None => None,
+        };
+        let catalog = self.vm.catalog_for_request(&config, now_ms());
+        match decide(&config, catalog.as_deref(), &path, tenant.as_deref()) {
+            Decision::Deny { status, reason } => {
+                inc(self.metrics.requests_denied);
+                inc(if status == 503 {
+                    self.metrics.refused_unavailable
+                } else {
+                    self.metrics.refused_forbidden
+                });
+                log::debug!(
+                    "kubelet-scope: {status} for {:?} (tenant {:?}): {reason}",
+                    truncate(&path),
+                    tenant.as_deref().unwrap_or("-")
+                );
+                self.refuse(u32::from(status), &reason)
+            }
+            Decision::PassThrough => {
+                inc(self.metrics.requests_passed);
+                Action::Continue
+            }
+            Decision::Rewrite(kind) => {
+                let Some(catalog) = catalog else {
+                    // decide() only rewrites with a catalog; fail closed regardless.
+                    return self.refuse(503, "kubelet-scope: namespace snapshot not available");
+                };
+                inc(self.metrics.requests_rewritten);
+                let accept = headers
+                    .iter()
+                    .find(|(n, _)| n == "accept")
+                    .map(|(_, v)| v.as_slice());
+                let accept = upstream_accept(kind, accept);
+                let _ = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    "accept-encoding",
+                    Some("identity"),
+                );
+                let _ =
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, "accept", Some(accept));
+                self.phase = Phase::Rewrite {
+                    kind,
+                    scope: RequestScope::new(catalog, tenant.as_deref()),
+                };
+                Action::Continue
+            }
+        }
+    }
+
+    fn response_headers(&mut self, end_of_stream: bool) -> Action {
+        let (kind, scope) = match std::mem::replace(&mut self.phase, Phase::Pass) {
+            Phase::Rewrite { kind, scope } => (kind, scope),
+            other => {
+                self.phase = other;
+                return Action::Continue;
+            }
+        };
+        let header = |name: &str| {
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+        };
+        if !is_success(header(":status").as_deref()) {
+            return Action::Continue;
+        }
+        let filtering = scope.filtering();
+        if let Err(why) = check_response(
+            kind,
+            header("content-type").as_deref(),
+            header("content-encoding").as_deref(),
+        ) {
+            if filtering {
+                inc(match why {
+                    crate::http::Unreadable::ContentEncoding(_) => {
+                        self.metrics.refused_content_encoding
+                    }
+                    crate::http::Unreadable::ContentType(_) => self.metrics.refused_content_type,
+                });
+                log::debug!("kubelet-scope: 502: {}", why.reason());
+                return self.refuse(502, &why.reason());
+            }
+            inc(self.metrics.unreadable_passed);
+            log::debug!(
+                "kubelet-scope: passing an unreadable response ({})",
+                why.kind()
+            );
+            return Action::Continue;
+        }
+        let config_max = self.vm.config().map_or(0, |c| c.max_json_body_bytes);
+        let mut filter = BodyFilter::new(kind, scope, config_max);
+        self.out.clear();
+        // An empty feed costs nothing and tells, while the status can still change,
+        // whether this body can be rewritten at all (e.g. a JSON endpoint whose
+        // filter is not available).
+        if let Err(e) = filter.feed(&[], &mut self.out) {
+            return self.refuse_before_body(filtering, &e);
+        }
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+        if end_of_stream {
+            // No body: nothing was carried, and there is no body buffer to write to.
+            if let Err(e) = filter.finish(&mut self.out) {
+                self.filter = Some(filter);
+                return self.refuse_before_body(filtering, &e);
+            }
+            if !self.out.is_empty() {
+                inc(self.metrics.body_tail_dropped);
+            }
+            self.filter = Some(filter);
+            return Action::Continue;
+        }
+        self.filter = Some(filter);
+        self.phase = Phase::Streaming { kind, filtering };
+        Action::Continue
+    }
+
+    fn refuse_before_body(&mut self, filtering: bool, e: &BodyError) -> Action {
+        inc(self.metrics.refused_body);
+        log::debug!("kubelet-scope: cannot rewrite the body: {e}");
+        if filtering {
+            return self.refuse(502, &format!("kubelet-scope: {e}"));
+        }
+        inc(self.metrics.unreadable_passed);
+        self.filter = None;
+        self.phase = Phase::Pass;
+        Action::Continue
+    }
+
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (kind, filtering) = match self.phase {
+            Phase::Streaming { kind, filtering } => (kind, filtering),
+            Phase::Failed => {
+                drain(body_size);
+                return Action::Pause;
+            }
+            _ => return Action::Continue,
+        };
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        let chunk = if body_size == 0 {
+            None
+        } else {
+            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+        };
+        self.out.clear();
+        let mut result = filter.feed(chunk.as_deref().unwrap_or_default(), &mut self.out);
+        if end_of_stream && result.is_ok() {
+            result = filter.finish(&mut self.out);
+        }
+        drop(chunk);
+        if let Err(e) = result {
+            return self.fail_stream(body_size, filtering, &e);
+        }
+        match kind {
+            BodyKind::Exposition => {
+                if body_size > 0 || !self.out.is_empty() {
+                    let _ = hostcalls::set_buffer(
+                        BufferType::HttpResponseBody,
+                        0,
+                        body_size,
+                        &self.out,
+                    );
+                }
+                if end_of_stream {
+                    self.phase = Phase::Pass;
+                }
+                Action::Continue
+            }
+            BodyKind::Json(_) => {
+                self.pending.extend_from_slice(&self.out);
+                if end_of_stream {
+                    let _ = hostcalls::set_buffer(
+                        BufferType::HttpResponseBody,
+                        0,
+                        body_size,
+                        &self.pending,
+                    );
+                    self.pending = Vec::new();
+                    self.phase = Phase::Pass;
+                    Action::Continue
+                } else {
+                    drain(body_size);
+                    Action::Pause
+                }
+            }
+        }
+    }
+
+    fn response_trailers(&mut self) -> Action {
+        let (kind, filtering) = match self.phase {
+            Phase::Streaming { kind, filtering } => (kind, filtering),
+            _ => return Action::Continue,
+        };
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        self.out.clear();
+        if let Err(e) = filter.finish(&mut self.out) {
+            return self.fail_stream(0, filtering, &e);
+        }
+        self.phase = Phase::Pass;
+        match kind {
+            BodyKind::Exposition => {
+                // After `Continue` Envoy has no response body buffer in the trailers
+                // callback (and the SDK would panic on the error): a last line that
+                // had no final newline cannot be written.
+                if !self.out.is_empty() {
+                    inc(self.metrics.body_tail_dropped);
+                    log::debug!(
+                        "kubelet-scope: dropped a {}-byte last line without newline before trailers",
+                        self.out.len()
+                    );
+                }
+            }
+            BodyKind::Json(_) => {
+                // The previous chunk paused, so Envoy exposes its (emptied) buffer.
+                self.pending.extend_from_slice(&self.out);
+                let size =
+                    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, u32::MAX as usize)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |b| b.len());
+                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &self.pending);
+                self.pending = Vec::new();
+            }
+        }
+        Action::Continue
+    }
+
+    fn fail_stream(&mut self, body_size: usize, filtering: bool, e: &BodyError) -> Action {
+        inc(self.metrics.refused_body);
+        log::debug!(
+            "kubelet-scope: body refused mid-stream ({}), resetting the stream: {e}",
+            if filtering {
+                "tenant mode"
+            } else {
+                "injection mode"
+            }
+        );
+        drain(body_size);
+        self.pending = Vec::new();
+        self.phase = Phase::Failed;
+        let _ = hostcalls::reset_http_response();
+        Action::Pause
+    }
+}
+
+/// Empties the current response body chunk.
+fn drain(body_size: usize) {
+    if body_size > 0 {
+        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
+    }
+}
+
+fn truncate(path: &str) -> &str {
+    match path.char_indices().nth(200) {
+        Some((i, _)) => &path[..i],
+        None => path,
+    }
+}
+
+impl Context for Stream {
+    fn on_done(&mut self) -> bool {
+        if let Some(filter) = self.filter.take() {
+            self.metrics.add_body(&filter.counters());
+        }
+        true
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.request_headers()
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.response_headers(end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_body(body_size, end_of_stream)
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.response_trailers()
+    }
+}
