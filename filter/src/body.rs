@@ -32,19 +32,21 @@ impl std::error::Error for BodyError {}
 use crate::catalog::RequestScope;
 use crate::endpoint::BodyKind;
 use crate::exposition;
+use crate::json;
 
 /// The rewriter for one response body, chosen by [`BodyKind`].
 pub enum BodyFilter {
     Exposition(exposition::Rewriter),
-    /// JSON endpoints whose filter is not available: refused, never passed.
-    Unsupported,
+    Json(json::JsonFilter),
 }
 
 impl BodyFilter {
-    pub fn new(kind: BodyKind, scope: RequestScope, _max_json_body_bytes: usize) -> BodyFilter {
+    pub fn new(kind: BodyKind, scope: RequestScope, max_json_body_bytes: usize) -> BodyFilter {
         match kind {
             BodyKind::Exposition => BodyFilter::Exposition(exposition::Rewriter::new(scope)),
-            BodyKind::Json(_) => BodyFilter::Unsupported,
+            BodyKind::Json(endpoint) => {
+                BodyFilter::Json(json::JsonFilter::new(endpoint, scope, max_json_body_bytes))
+            }
         }
     }
 
@@ -53,7 +55,7 @@ impl BodyFilter {
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), BodyError> {
         match self {
             BodyFilter::Exposition(r) => r.feed(chunk, out),
-            BodyFilter::Unsupported => Err(unsupported()),
+            BodyFilter::Json(f) => f.feed(chunk, out),
         }
     }
 
@@ -61,18 +63,14 @@ impl BodyFilter {
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BodyError> {
         match self {
             BodyFilter::Exposition(r) => r.finish(out),
-            BodyFilter::Unsupported => Err(unsupported()),
+            BodyFilter::Json(f) => f.finish(out),
         }
     }
 
     pub fn counters(&self) -> Counters {
         match self {
             BodyFilter::Exposition(r) => r.counters(),
-            BodyFilter::Unsupported => Counters::default(),
+            BodyFilter::Json(f) => f.counters(),
         }
     }
-}
-
-fn unsupported() -> BodyError {
-    BodyError("kubelet-scope: JSON filtering is not available".into())
 }
