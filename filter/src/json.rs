@@ -290,93 +290,225 @@ impl JsonFilter {
         self.counters
     }
 
-    #[inline]
-    fn top_is_object(&self) -> bool {
-        self.depth > 0 && (self.stack >> (self.depth - 1)) & 1 == 1
-    }
-
     fn run(&mut self, b: &[u8], out: &mut Vec<u8>) -> Result<(), BodyError> {
         let n = b.len();
         let mut i = 0;
         self.mark = 0;
         self.cap_from = 0;
-        while i < n {
-            match self.state {
+        // The hot scanner state lives in locals and is written back at the end (an
+        // error poisons the filter, so it need not be).
+        let mut st = self.state;
+        let mut depth = self.depth;
+        let mut stack = self.stack;
+        let mut str_key = self.str_key;
+        'run: while i < n {
+            match st {
                 State::Str => {
-                    i = skip_plain(b, i);
-                    if i >= n {
-                        break;
+                    // Fast path: escapes and UTF-8 sequences that lie inside the chunk
+                    // are checked here; anything else goes through the states below.
+                    loop {
+                        i = skip_plain(b, i);
+                        let Some(&c) = b.get(i) else {
+                            break 'run;
+                        };
+                        if c == b'"' {
+                            break;
+                        }
+                        if c == b'\\' {
+                            match b.get(i + 1) {
+                                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                                    i += 2
+                                }
+                                Some(b'u') => match b.get(i + 2..i + 6).and_then(hex4_quick) {
+                                    Some(v) if !(0xD800..=0xDFFF).contains(&v) => i += 6,
+                                    _ => {
+                                        st = State::Escape;
+                                        i += 1;
+                                        continue 'run;
+                                    }
+                                },
+                                Some(_) => return Err(err("invalid escape in a string")),
+                                None => {
+                                    st = State::Escape;
+                                    i += 1;
+                                    continue 'run;
+                                }
+                            }
+                        } else if c < 0x20 {
+                            return Err(err("control character in a string"));
+                        } else {
+                            let len = utf8_len(c);
+                            match b.get(i..i + len) {
+                                Some(seq) if len > 0 && std::str::from_utf8(seq).is_ok() => {
+                                    i += len
+                                }
+                                _ => {
+                                    self.utf8_lead(c)?;
+                                    st = State::Utf8;
+                                    i += 1;
+                                    continue 'run;
+                                }
+                            }
+                        }
                     }
-                    let c = b[i];
-                    if c == b'"' {
-                        self.end_string(b, i)?;
-                    } else if c == b'\\' {
-                        self.state = State::Escape;
-                    } else if c < 0x20 {
-                        return Err(err("control character in a string"));
-                    } else {
-                        self.utf8_lead(c)?;
+                    // The closing quote is at `i`.
+                    if self.capture != Capture::None {
+                        self.end_capture(b, i, depth, str_key)?;
                     }
+                    st = if str_key { State::Colon } else { State::After };
                     i += 1;
                 }
                 State::ObjFirst | State::Key => {
                     i = skip_ws(b, i);
-                    if i >= n {
+                    let Some(&c) = b.get(i) else {
                         break;
-                    }
-                    match b[i] {
-                        b'"' => self.start_key(i),
-                        b'}' if self.state == State::ObjFirst => self.close(b, i, out)?,
-                        _ => return Err(err("expected an object key")),
+                    };
+                    if c == b'"' {
+                        st = State::Str;
+                        str_key = true;
+                        if depth == 1
+                            || (depth == 3 && self.in_target)
+                            || (depth == 4 && self.in_ref)
+                        {
+                            self.start_capture(Capture::Key, i + 1);
+                        }
+                    } else if c == b'}' && st == State::ObjFirst {
+                        if depth <= 4 {
+                            self.close_hook(b, i, depth, out)?;
+                        }
+                        depth -= 1;
+                        st = if depth == 0 {
+                            State::Done
+                        } else {
+                            State::After
+                        };
+                    } else {
+                        return Err(err("expected an object key"));
                     }
                     i += 1;
                 }
                 State::Colon => {
                     i = skip_ws(b, i);
-                    if i >= n {
+                    let Some(&c) = b.get(i) else {
                         break;
-                    }
-                    if b[i] != b':' {
+                    };
+                    if c != b':' {
                         return Err(err("expected `:` after an object key"));
                     }
-                    self.state = State::Value;
+                    st = State::Value;
                     i += 1;
                 }
                 State::After => {
                     i = skip_ws(b, i);
-                    if i >= n {
+                    let Some(&c) = b.get(i) else {
                         break;
-                    }
-                    match b[i] {
-                        b',' => self.comma(b, i)?,
-                        b'}' | b']' => self.close(b, i, out)?,
+                    };
+                    let object = (stack >> depth.saturating_sub(1)) & 1 == 1;
+                    match c {
+                        b',' => {
+                            if depth == 2 && self.in_target {
+                                self.comma_in_target(i)?;
+                            }
+                            st = if object { State::Key } else { State::Value };
+                        }
+                        b'}' | b']' => {
+                            if (c == b'}') != object {
+                                return Err(err("mismatched bracket"));
+                            }
+                            if depth <= 4 {
+                                self.close_hook(b, i, depth, out)?;
+                            }
+                            depth -= 1;
+                            st = if depth == 0 {
+                                State::Done
+                            } else {
+                                State::After
+                            };
+                        }
                         _ => return Err(err("expected `,` or the end of a container")),
                     }
                     i += 1;
                 }
                 State::Value | State::ArrFirst | State::Start => {
                     i = skip_ws(b, i);
-                    if i >= n {
+                    let Some(&c) = b.get(i) else {
                         break;
-                    }
-                    let c = b[i];
-                    if c == b']' && self.state == State::ArrFirst {
-                        self.close(b, i, out)?;
-                    } else {
-                        if self.state == State::Start && c != b'{' {
-                            return Err(err("the top-level value is not an object"));
+                    };
+                    if st == State::ArrFirst && c == b']' {
+                        if depth <= 4 {
+                            self.close_hook(b, i, depth, out)?;
                         }
-                        self.value_start(b, i, c, out)?;
+                        depth -= 1;
+                        st = State::After;
+                        i += 1;
+                        continue;
                     }
-                    i += 1;
+                    if st == State::Start && c != b'{' {
+                        return Err(err("the top-level value is not an object"));
+                    }
+                    if depth <= 4 {
+                        self.value_hook(b, i, c, depth, out)?;
+                    }
+                    match c {
+                        b'"' => {
+                            st = State::Str;
+                            str_key = false;
+                            i += 1;
+                        }
+                        b'{' | b'[' => {
+                            if depth >= MAX_DEPTH {
+                                return Err(err(format_args!("nesting deeper than {MAX_DEPTH}")));
+                            }
+                            let object = c == b'{';
+                            stack = (stack & !(1 << depth)) | (u128::from(object) << depth);
+                            depth += 1;
+                            st = if object {
+                                State::ObjFirst
+                            } else {
+                                State::ArrFirst
+                            };
+                            i += 1;
+                        }
+                        b'-' | b'0'..=b'9' => match scan_number(b, i) {
+                            Some(Ok(end)) => {
+                                st = State::After;
+                                i = end;
+                            }
+                            Some(Err(())) => return Err(err("invalid number")),
+                            None => {
+                                // The chunk ends inside the number.
+                                st = match c {
+                                    b'-' => State::NumMinus,
+                                    b'0' => State::NumZero,
+                                    _ => State::NumInt,
+                                };
+                                i += 1;
+                            }
+                        },
+                        b't' | b'f' | b'n' => {
+                            let lit: &'static [u8] = match c {
+                                b't' => b"true",
+                                b'f' => b"false",
+                                _ => b"null",
+                            };
+                            if b.get(i..i + lit.len()) == Some(lit) {
+                                st = State::After;
+                                i += lit.len();
+                            } else {
+                                self.lit = lit;
+                                self.lit_pos = 1;
+                                st = State::Lit;
+                                i += 1;
+                            }
+                        }
+                        _ => return Err(err("expected a value")),
+                    }
                 }
                 State::Escape => {
                     match b[i] {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
-                            self.state = State::Str
-                        }
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => st = State::Str,
                         b'u' => {
-                            self.state = State::Hex;
+                            st = State::Hex;
                             self.hex_n = 0;
                             self.hex_val = 0;
                             self.hex_low = false;
@@ -386,18 +518,15 @@ impl JsonFilter {
                     i += 1;
                 }
                 State::Hex => {
-                    let d = match b[i] {
-                        c @ b'0'..=b'9' => c - b'0',
-                        c @ b'a'..=b'f' => c - b'a' + 10,
-                        c @ b'A'..=b'F' => c - b'A' + 10,
-                        _ => return Err(err("invalid \\u escape in a string")),
+                    let Some(d) = hex_digit(b[i]) else {
+                        return Err(err("invalid \\u escape in a string"));
                     };
-                    self.hex_val = self.hex_val * 16 + u32::from(d);
+                    self.hex_val = self.hex_val * 16 + d;
                     self.hex_n += 1;
                     if self.hex_n == 4 {
                         let v = self.hex_val;
                         let low = (0xDC00..=0xDFFF).contains(&v);
-                        self.state = if self.hex_low {
+                        st = if self.hex_low {
                             if !low {
                                 return Err(err("unpaired surrogate in a string"));
                             }
@@ -412,23 +541,21 @@ impl JsonFilter {
                     }
                     i += 1;
                 }
-                State::LowBackslash | State::LowU => {
-                    let want = if self.state == State::LowBackslash {
-                        b'\\'
-                    } else {
-                        b'u'
-                    };
-                    if b[i] != want {
+                State::LowBackslash => {
+                    if b[i] != b'\\' {
                         return Err(err("unpaired surrogate in a string"));
                     }
-                    if self.state == State::LowBackslash {
-                        self.state = State::LowU;
-                    } else {
-                        self.state = State::Hex;
-                        self.hex_n = 0;
-                        self.hex_val = 0;
-                        self.hex_low = true;
+                    st = State::LowU;
+                    i += 1;
+                }
+                State::LowU => {
+                    if b[i] != b'u' {
+                        return Err(err("unpaired surrogate in a string"));
                     }
+                    st = State::Hex;
+                    self.hex_n = 0;
+                    self.hex_val = 0;
+                    self.hex_low = true;
                     i += 1;
                 }
                 State::Utf8 => {
@@ -440,12 +567,12 @@ impl JsonFilter {
                     self.utf8_hi = 0xBF;
                     self.utf8_left -= 1;
                     if self.utf8_left == 0 {
-                        self.state = State::Str;
+                        st = State::Str;
                     }
                     i += 1;
                 }
                 State::NumMinus => {
-                    self.state = match b[i] {
+                    st = match b[i] {
                         b'0' => State::NumZero,
                         b'1'..=b'9' => State::NumInt,
                         _ => return Err(err("invalid number")),
@@ -459,23 +586,23 @@ impl JsonFilter {
                     if i >= n {
                         break;
                     }
-                    self.state = match (self.state, b[i]) {
+                    st = match (st, b[i]) {
                         (State::NumInt, b'.') => State::NumDot,
                         (State::NumInt | State::NumFrac, b'e' | b'E') => State::NumExp,
                         _ => {
                             // The number ends here; this byte is read again.
-                            self.state = State::After;
+                            st = State::After;
                             continue;
                         }
                     };
                     i += 1;
                 }
                 State::NumZero => {
-                    self.state = match b[i] {
+                    st = match b[i] {
                         b'.' => State::NumDot,
                         b'e' | b'E' => State::NumExp,
                         _ => {
-                            self.state = State::After;
+                            st = State::After;
                             continue;
                         }
                     };
@@ -485,13 +612,13 @@ impl JsonFilter {
                     if !b[i].is_ascii_digit() {
                         return Err(err("invalid number"));
                     }
-                    self.state = State::NumFrac;
+                    st = State::NumFrac;
                     i += 1;
                 }
                 State::NumExp | State::NumExpSign => {
-                    self.state = match b[i] {
+                    st = match b[i] {
                         b'0'..=b'9' => State::NumExpDigits,
-                        b'+' | b'-' if self.state == State::NumExp => State::NumExpSign,
+                        b'+' | b'-' if st == State::NumExp => State::NumExpSign,
                         _ => return Err(err("invalid number")),
                     };
                     i += 1;
@@ -502,7 +629,7 @@ impl JsonFilter {
                     }
                     self.lit_pos += 1;
                     if self.lit_pos == self.lit.len() {
-                        self.state = State::After;
+                        st = State::After;
                     }
                     i += 1;
                 }
@@ -514,6 +641,10 @@ impl JsonFilter {
                 }
             }
         }
+        self.state = st;
+        self.depth = depth;
+        self.stack = stack;
+        self.str_key = str_key;
         // End of the chunk: carry what is held back or being captured.
         if self.capture != Capture::None {
             self.cap_append(&b[self.cap_from..n]);
@@ -537,6 +668,7 @@ impl JsonFilter {
         ))
     }
 
+    /// The lead byte of a UTF-8 sequence that the fast path could not check.
     fn utf8_lead(&mut self, c: u8) -> Result<(), BodyError> {
         let (left, lo, hi) = match c {
             0xC2..=0xDF => (1, 0x80, 0xBF),
@@ -551,35 +683,7 @@ impl JsonFilter {
         self.utf8_left = left;
         self.utf8_lo = lo;
         self.utf8_hi = hi;
-        self.state = State::Utf8;
         Ok(())
-    }
-
-    fn push(&mut self, object: bool) -> Result<(), BodyError> {
-        if self.depth >= MAX_DEPTH {
-            return Err(err(format_args!("nesting deeper than {MAX_DEPTH}")));
-        }
-        if object {
-            self.stack |= 1 << self.depth;
-        } else {
-            self.stack &= !(1 << self.depth);
-        }
-        self.depth += 1;
-        self.state = if object {
-            State::ObjFirst
-        } else {
-            State::ArrFirst
-        };
-        Ok(())
-    }
-
-    fn start_key(&mut self, i: usize) {
-        self.state = State::Str;
-        self.str_key = true;
-        let d = self.depth;
-        if d == 1 || (d == 3 && self.in_target) || (d == 4 && self.in_ref) {
-            self.start_capture(Capture::Key, i + 1);
-        }
     }
 
     fn start_capture(&mut self, kind: Capture, from: usize) {
@@ -602,41 +706,41 @@ impl JsonFilter {
         }
     }
 
-    /// The closing quote of a string at `i`.
-    fn end_string(&mut self, b: &[u8], i: usize) -> Result<(), BodyError> {
+    /// The closing quote, at `i`, of a string being captured.
+    fn end_capture(
+        &mut self,
+        b: &[u8],
+        i: usize,
+        depth: usize,
+        key: bool,
+    ) -> Result<(), BodyError> {
         let capture = self.capture;
-        if capture != Capture::None {
-            self.cap_append(&b[self.cap_from..i]);
-            self.capture = Capture::None;
-        }
-        if self.str_key {
-            self.state = State::Colon;
+        self.cap_append(&b[self.cap_from..i]);
+        self.capture = Capture::None;
+        if key {
             if capture == Capture::Key {
-                self.key_hook()?;
+                self.key_hook(depth)?;
             }
-        } else {
-            self.state = State::After;
-            if capture == Capture::Namespace {
-                if self.cap_overflow {
-                    return Err(err("a namespace value is too long"));
-                }
-                let ns = decode(&self.cap_buf, &mut self.scratch)?;
-                self.namespace.clear();
-                self.namespace.extend_from_slice(ns);
-                self.ns_seen = true;
+        } else if capture == Capture::Namespace {
+            if self.cap_overflow {
+                return Err(err("a namespace value is too long"));
             }
+            let ns = decode(&self.cap_buf, &mut self.scratch)?;
+            self.namespace.clear();
+            self.namespace.extend_from_slice(ns);
+            self.ns_seen = true;
         }
         Ok(())
     }
 
-    /// A key at a depth we look at has been read into `cap_buf`.
-    fn key_hook(&mut self) -> Result<(), BodyError> {
+    /// A key at a depth we look at (in an object at `depth`) is in `cap_buf`.
+    fn key_hook(&mut self, depth: usize) -> Result<(), BodyError> {
         let key: Option<&[u8]> = if self.cap_overflow {
             None
         } else {
             Some(decode(&self.cap_buf, &mut self.scratch)?)
         };
-        match self.depth {
+        match depth {
             1 => {
                 let shape = self.shape;
                 let Some(idx) = key.and_then(|k| shape.top_keys.iter().position(|t| *t == k))
@@ -688,15 +792,16 @@ impl JsonFilter {
         Ok(())
     }
 
-    /// The first byte `c` (at `i`) of a value.
-    fn value_start(
+    /// The first byte `c` (at `i`) of a value in a container at `depth` (<= 4).
+    fn value_hook(
         &mut self,
         b: &[u8],
         i: usize,
         c: u8,
+        depth: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), BodyError> {
-        match self.depth {
+        match depth {
             1 if self.top_is_target => match c {
                 b'[' => {
                     // Everything after `[` is held back until decided.
@@ -749,44 +854,16 @@ impl JsonFilter {
             }
             _ => {}
         }
-        match c {
-            b'{' => self.push(true)?,
-            b'[' => self.push(false)?,
-            b'"' => {
-                self.state = State::Str;
-                self.str_key = false;
-            }
-            b'-' => self.state = State::NumMinus,
-            b'0' => self.state = State::NumZero,
-            b'1'..=b'9' => self.state = State::NumInt,
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            _ => return Err(err("expected a value")),
-        }
         Ok(())
     }
 
-    fn literal(&mut self, lit: &'static [u8]) {
-        self.state = State::Lit;
-        self.lit = lit;
-        self.lit_pos = 1;
-    }
-
-    /// A `,` at `i` after a value.
-    fn comma(&mut self, b: &[u8], i: usize) -> Result<(), BodyError> {
-        if self.depth == 2 && self.in_target {
-            // Drop the whitespace after the previous element and the comma: the next
-            // element brings its own comma if it is kept.
-            self.check_region(i)?;
-            self.pending.clear();
-            self.mark = i + 1;
-        }
-        self.state = if self.top_is_object() {
-            State::Key
-        } else {
-            State::Value
-        };
+    /// A `,` at `i` between elements of the filtered array.
+    fn comma_in_target(&mut self, i: usize) -> Result<(), BodyError> {
+        // Drop the whitespace after the previous element and the comma: the next
+        // element brings its own comma if it is kept.
+        self.check_region(i)?;
+        self.pending.clear();
+        self.mark = i + 1;
         Ok(())
     }
 
@@ -798,13 +875,15 @@ impl JsonFilter {
         Ok(())
     }
 
-    /// A `}` or `]` at `i`.
-    fn close(&mut self, b: &[u8], i: usize, out: &mut Vec<u8>) -> Result<(), BodyError> {
-        let object = b[i] == b'}';
-        if object != self.top_is_object() {
-            return Err(err("mismatched bracket"));
-        }
-        match self.depth {
+    /// The (matching) closer at `i` of a container at `depth` (<= 4).
+    fn close_hook(
+        &mut self,
+        b: &[u8],
+        i: usize,
+        depth: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BodyError> {
+        match depth {
             4 if self.in_ref => self.in_ref = false,
             3 if self.in_target => self.element_end(b, i, out)?,
             2 if self.in_target => {
@@ -827,12 +906,6 @@ impl JsonFilter {
             }
             _ => {}
         }
-        self.depth -= 1;
-        self.state = if self.depth == 0 {
-            State::Done
-        } else {
-            State::After
-        };
         Ok(())
     }
 
@@ -895,8 +968,11 @@ fn skip_plain(b: &[u8], mut i: usize) -> usize {
             | (s.wrapping_sub(LO) & !s)
             | (w.wrapping_sub(LO * 0x20) & !w)
             | w;
-        if hit & HI != 0 {
-            break;
+        let hit = hit & HI;
+        if hit != 0 {
+            // Borrows only propagate upwards from a real hit, so the lowest flagged
+            // byte is the first special one.
+            return i + (hit.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -906,22 +982,102 @@ fn skip_plain(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The length of the UTF-8 sequence a lead byte starts (0: not a lead byte).
+#[inline]
+fn utf8_len(c: u8) -> usize {
+    match c {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => 0,
+    }
+}
+
+#[inline]
+fn hex_digit(d: u8) -> Option<u32> {
+    match d {
+        b'0'..=b'9' => Some(u32::from(d - b'0')),
+        b'a'..=b'f' => Some(u32::from(d - b'a' + 10)),
+        b'A'..=b'F' => Some(u32::from(d - b'A' + 10)),
+        _ => None,
+    }
+}
+
+#[inline]
+fn hex4_quick(digits: &[u8]) -> Option<u32> {
+    digits
+        .iter()
+        .try_fold(0u32, |v, &d| Some(v * 16 + hex_digit(d)?))
+}
+
+/// A number starting at `i` that ends inside `b`: `Some(Ok(end))`; `Some(Err(()))`
+/// when it is malformed, `None` when the chunk ends first.
+#[inline]
+fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match *b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => {
+            i += 1;
+            while b.get(i)?.is_ascii_digit() {
+                i += 1;
+            }
+        }
+        _ => return Some(Err(())),
+    }
+    if *b.get(i)? == b'.' {
+        i += 1;
+        if !b.get(i)?.is_ascii_digit() {
+            return Some(Err(()));
+        }
+        while b.get(i)?.is_ascii_digit() {
+            i += 1;
+        }
+    }
+    if matches!(*b.get(i)?, b'e' | b'E') {
+        i += 1;
+        if matches!(*b.get(i)?, b'+' | b'-') {
+            i += 1;
+        }
+        if !b.get(i)?.is_ascii_digit() {
+            return Some(Err(()));
+        }
+        while b.get(i)?.is_ascii_digit() {
+            i += 1;
+        }
+    }
+    Some(Ok(i))
+}
+
 #[inline]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     const SPACES: u64 = LO * 0x20;
     while let Some(&c) = b.get(i) {
-        match c {
-            b' ' => {
-                i += 1;
-                while let Some(word) = b.get(i..i + 8) {
-                    match <[u8; 8]>::try_from(word) {
-                        Ok(word) if u64::from_le_bytes(word) == SPACES => i += 8,
-                        _ => break,
+        if c > b' ' {
+            break;
+        }
+        if c == b' ' {
+            // A run of spaces (indentation), eight at a time.
+            loop {
+                let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) else {
+                    while b.get(i) == Some(&b' ') {
+                        i += 1;
                     }
+                    break;
+                };
+                let x = u64::from_le_bytes(word) ^ SPACES;
+                if x != 0 {
+                    i += (x.trailing_zeros() / 8) as usize;
+                    break;
                 }
+                i += 8;
             }
-            b'\n' | b'\r' | b'\t' => i += 1,
-            _ => break,
+        } else if c == b'\n' || c == b'\r' || c == b'\t' {
+            i += 1;
+        } else {
+            break;
         }
     }
     i
@@ -975,20 +1131,9 @@ fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], BodyE
 }
 
 fn hex4(raw: &[u8], at: usize) -> Result<u32, BodyError> {
-    let digits = raw
-        .get(at..at + 4)
-        .ok_or_else(|| err("invalid \\u escape"))?;
-    let mut v = 0u32;
-    for &d in digits {
-        let x = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            b'A'..=b'F' => d - b'A' + 10,
-            _ => return Err(err("invalid \\u escape")),
-        };
-        v = v * 16 + u32::from(x);
-    }
-    Ok(v)
+    raw.get(at..at + 4)
+        .and_then(hex4_quick)
+        .ok_or_else(|| err("invalid \\u escape"))
 }
 
 #[cfg(test)]
