@@ -8,6 +8,9 @@ CACHE := $(CURDIR)/.cache
 export CARGO_TERM_COLOR ?= never
 WASM := target/wasm32-wasip1/release/kubelet_scope_filter.wasm
 CLI := target/release/kubelet-scope
+# promtool (Prometheus' own parser) from Debian's `prometheus` package, unpacked
+# into .cache/ rather than installed system-wide.
+PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 
 .PHONY: test demo setup-rust lint unit wasm cli
 
@@ -26,8 +29,14 @@ lint: setup-rust
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p kubelet-scope-filter --target wasm32-wasip1 --lib -- -D warnings
 
-unit: setup-rust
-	cargo test --workspace
+unit: setup-rust $(PROMTOOL)
+	PROMTOOL=$(PROMTOOL) cargo test --workspace
+
+$(PROMTOOL):
+	mkdir -p $(CACHE)/debs
+	cd $(CACHE)/debs && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg -x $$(ls -t $(CACHE)/debs/prometheus_*.deb | head -1) $(CACHE)/prometheus
+	test -x $@
 
 wasm: setup-rust
 	cargo build -p kubelet-scope-filter --target wasm32-wasip1 --release

@@ -1,0 +1,219 @@
+//! `kubelet-scope rewrite` and `check-config` as users run them: exit codes,
+//! chunk-size invariance, and every rewritten capture accepted by Prometheus' own
+//! parser (`promtool check metrics`, from Debian's `prometheus` package, which
+//! `make test` unpacks into `.cache/` and passes as `PROMTOOL`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn promtool() -> PathBuf {
+    let path = std::env::var_os("PROMTOOL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/prometheus/usr/bin/promtool"));
+    assert!(
+        path.exists(),
+        "promtool not found at {} (run `make test`, which installs it)",
+        path.display()
+    );
+    path
+}
+
+fn run(program: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The CLI may exit before reading everything (a refused path).
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
+}
+
+fn cli(args: &[&str], stdin: &[u8]) -> Output {
+    run(Path::new(env!("CARGO_BIN_EXE_kubelet-scope")), args, stdin)
+}
+
+struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    fn new(name: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("kubelet-scope-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Files { dir }
+    }
+
+    fn write(&self, name: &str, content: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const SNAPSHOT: &str = r#"{"version":"1","generatedAt":"2026-11-21T00:00:00Z","namespaces":{
+    "kube-system":{"labels":{"team":"platform","tenant":"ops"}},
+    "scraper":{"labels":{"team":"observability \"o11y\"","tenant":"acme"}},
+    "default":{"labels":{"team":"apps","tenant":"acme"}},
+    "workload-stress-ng":{"labels":{"team":"perf","tenant":"acme"}},
+    "datadog-agent-helm":{"labels":{"team":"observability","tenant":"ops"}}}}"#;
+
+const INJECT: &str = r#"{"inject":{"labels":{"team":"team"}},"snapshot":{"cluster":"cp"}}"#;
+const TENANT: &str = r#"{"tenancy":{"tenant":{"header":"x-tenant"},"namespaceLabel":"tenant"},"snapshot":{"cluster":"cp"}}"#;
+const BOTH: &str = r#"{"inject":{"labels":{"team":"team"},"onConflict":"exported"},
+    "tenancy":{"tenant":{"static":"acme"},"namespaceLabel":"tenant"},"snapshot":{"cluster":"cp"}}"#;
+
+fn text_fixtures() -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(root().join("testdata/kubelet"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn every_rewritten_capture_parses_with_promtool() {
+    let promtool = promtool();
+    let files = Files::new("promtool");
+    let snapshot = files.write("snapshot.json", SNAPSHOT);
+    let configs = [("inject", files.write("inject.json", INJECT)), ("tenant", files.write("tenant.json", TENANT)), ("both", files.write("both.json", BOTH))];
+    let mut checked = 0;
+    for (name, body) in text_fixtures() {
+        // Only classic Prometheus text is fed to promtool's strict 0.0.4 parser.
+        let original = run(&promtool, &["check", "metrics"], &body);
+        assert_ne!(original.status.code(), Some(1), "{name}: capture itself does not parse");
+        for (mode, config) in &configs {
+            let out = cli(
+                &["rewrite", "--config", config, "--snapshot", &snapshot, "--path", "/metrics/cadvisor", "--tenant", "acme"],
+                &body,
+            );
+            assert!(out.status.success(), "{name} {mode}: {}", String::from_utf8_lossy(&out.stderr));
+            let check = run(&promtool, &["check", "metrics"], &out.stdout);
+            // promtool exits 1 on parse errors and 3 on lint findings (naming), which
+            // the kubelet's own bodies already have.
+            assert_ne!(
+                check.status.code(),
+                Some(1),
+                "{name} {mode}: promtool rejects the output: {}{}",
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 36, "only {checked} outputs checked");
+}
+
+#[test]
+fn chunk_size_does_not_change_the_output() {
+    let files = Files::new("chunks");
+    let snapshot = files.write("snapshot.json", SNAPSHOT);
+    let config = files.write("both.json", BOTH);
+    let body = std::fs::read(root().join("testdata/kubelet/cadvisor-k8s1.35-minikube-containerd2.2-nri.txt")).unwrap();
+    let args = |chunk: &'static str| {
+        ["rewrite", "--config", &config, "--snapshot", &snapshot, "--path", "/metrics/cadvisor", "--chunk-size", chunk]
+            .map(str::to_owned)
+    };
+    let reference = cli(&args("65536").each_ref().map(String::as_str), &body);
+    assert!(reference.status.success());
+    assert!(String::from_utf8_lossy(&reference.stdout).contains("team=\"observability \\\"o11y\\\"\""));
+    for chunk in ["1", "13", "4096", "1000000"] {
+        let out = cli(&args(chunk).each_ref().map(String::as_str), &body);
+        assert!(out.stdout == reference.stdout, "chunk size {chunk} changes the output");
+    }
+}
+
+#[test]
+fn exit_codes() {
+    let files = Files::new("exit");
+    let snapshot = files.write("snapshot.json", SNAPSHOT);
+    let tenant = files.write("tenant.json", TENANT);
+    let both = files.write("both.json", BOTH);
+    let bad = files.write("bad.json", r#"{"tenancy":{"tenant":{"static":"a"},"staticNamespaces":{"a":[]},"allowPodScoped":true}}"#);
+    let body = b"m{namespace=\"scraper\"} 1\nm{namespace=\"kube-system\"} 2\n";
+    let rewrite = |args: &[&str]| {
+        let mut all = vec!["rewrite"];
+        all.extend_from_slice(args);
+        cli(&all, body)
+    };
+
+    let ok = rewrite(&["--config", &tenant, "--snapshot", &snapshot, "--path", "/metrics", "--tenant", "acme"]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(ok.stdout, b"m{namespace=\"scraper\"} 1\n");
+
+    // 2: invalid configuration (the field is named), missing snapshot, usage.
+    let out = rewrite(&["--config", &bad, "--path", "/metrics"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allowPodScoped"));
+    let out = rewrite(&["--config", &tenant, "--path", "/metrics", "--tenant", "acme"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--snapshot"));
+    assert_eq!(rewrite(&["--config", &tenant]).status.code(), Some(2));
+    assert_eq!(rewrite(&["--config", &both, "--snapshot", &snapshot, "--path", "/metrics", "--chunk-size", "0"]).status.code(), Some(2));
+    let out = rewrite(&["--config", &both, "--snapshot", &snapshot, "--path", "/metrics", "--tenant", "ops"]);
+    assert_eq!(out.status.code(), Some(2), "--tenant must match a static tenant");
+
+    // 3: refused, with the reason, and nothing on stdout.
+    for (args, reason) in [
+        (vec!["--path", "/configz", "--tenant", "acme"], "not available to tenants"),
+        (vec!["--path", "/exec/scraper/pod/c", "--tenant", "acme"], "pod-scoped"),
+        (vec!["--path", "/metrics"], "no tenant"),
+        (vec!["--path", "/metrics", "--tenant", "nobody"], "unknown tenant"),
+    ] {
+        let mut all = vec!["--config", tenant.as_str(), "--snapshot", snapshot.as_str()];
+        all.extend(args);
+        let out = rewrite(&all);
+        assert_eq!(out.status.code(), Some(3), "{all:?}");
+        assert!(out.stdout.is_empty());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(reason), "{all:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let broken = cli(
+        &["rewrite", "--config", &tenant, "--snapshot", &snapshot, "--path", "/metrics", "--tenant", "acme"],
+        b"m{namespace=\"scraper\"} 1\nm{namespace=\"scraper\" 2\n",
+    );
+    assert_eq!(broken.status.code(), Some(3));
+    assert!(broken.stdout.is_empty(), "a refused body must not be partly written");
+    let json = cli(
+        &["rewrite", "--config", &tenant, "--snapshot", &snapshot, "--path", "/pods", "--tenant", "acme"],
+        br#"{"kind":"PodList","items":[{"metadata":{"name":"x"}}]}"#,
+    );
+    assert_eq!(json.status.code(), Some(3), "a pod without a namespace is refused");
+}
+
+#[test]
+fn check_config_and_label_name() {
+    let files = Files::new("check");
+    let good = files.write("good.json", BOTH);
+    let out = cli(&["check-config", &good], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("inject + tenancy"));
+    let bad = files.write("bad.json", r#"{"inject":{"labels":{"app.kubernetes.io/team":"app.kubernetes.io/team"}},"snapshot":{"cluster":"cp"}}"#);
+    let out = cli(&["check-config", &bad], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("app_kubernetes_io_team"));
+    assert_eq!(cli(&["check-config", "/nonexistent"], b"").status.code(), Some(2));
+    let out = cli(&["label-name", "app.kubernetes.io/team", "cost-centre"], b"");
+    assert_eq!(out.stdout, b"app_kubernetes_io_team\ncost_centre\n");
+}
