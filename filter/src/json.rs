@@ -47,9 +47,9 @@ use crate::body::{BodyError, Counters};
 use crate::catalog::RequestScope;
 use crate::endpoint::JsonEndpoint;
 
-/// Deepest nesting accepted (the kubelet's bodies nest about 10 deep; `serde_json`,
-/// which agents often parse with, stops at 128).
-pub const MAX_DEPTH: usize = 100;
+/// Deepest nesting accepted. The kubelet's bodies nest about 15 deep (managed
+/// fields of a pod); `serde_json`, which agents often parse with, stops at 128.
+pub const MAX_DEPTH: usize = 64;
 
 /// Raw (escaped) length beyond which a key cannot be one we look for: every decoded
 /// byte takes at most 6 raw bytes, and the longest key we match has 9.
@@ -157,7 +157,7 @@ pub struct JsonFilter {
     // Scanner.
     state: State,
     /// Container kinds, one bit per level (1 = object), `depth` levels.
-    stack: u128,
+    stack: u64,
     depth: usize,
     /// The string being scanned is a key.
     str_key: bool,
@@ -355,8 +355,21 @@ impl JsonFilter {
                     if self.capture != Capture::None {
                         self.end_capture(b, i, depth, str_key)?;
                     }
-                    st = if str_key { State::Colon } else { State::After };
                     i += 1;
+                    if str_key {
+                        // The colon usually follows at once: no trip through the states.
+                        i = skip_ws(b, i);
+                        match b.get(i) {
+                            Some(b':') => {
+                                st = State::Value;
+                                i += 1;
+                            }
+                            Some(_) => return Err(err("expected `:` after an object key")),
+                            None => st = State::Colon,
+                        }
+                    } else {
+                        st = State::After;
+                    }
                 }
                 State::ObjFirst | State::Key => {
                     i = skip_ws(b, i);
@@ -409,7 +422,29 @@ impl JsonFilter {
                             if depth == 2 && self.in_target {
                                 self.comma_in_target(i)?;
                             }
-                            st = if object { State::Key } else { State::Value };
+                            if object {
+                                // The next key usually follows at once.
+                                i = skip_ws(b, i + 1);
+                                match b.get(i) {
+                                    Some(b'"') => {
+                                        st = State::Str;
+                                        str_key = true;
+                                        if depth == 1
+                                            || (depth == 3 && self.in_target)
+                                            || (depth == 4 && self.in_ref)
+                                        {
+                                            self.start_capture(Capture::Key, i + 1);
+                                        }
+                                    }
+                                    Some(_) => return Err(err("expected an object key")),
+                                    None => {
+                                        st = State::Key;
+                                        continue;
+                                    }
+                                }
+                            } else {
+                                st = State::Value;
+                            }
                         }
                         b'}' | b']' => {
                             if (c == b'}') != object {
@@ -460,7 +495,7 @@ impl JsonFilter {
                                 return Err(err(format_args!("nesting deeper than {MAX_DEPTH}")));
                             }
                             let object = c == b'{';
-                            stack = (stack & !(1 << depth)) | (u128::from(object) << depth);
+                            stack = (stack & !(1 << depth)) | (u64::from(object) << depth);
                             depth += 1;
                             st = if object {
                                 State::ObjFirst
@@ -745,6 +780,9 @@ impl JsonFilter {
                 let shape = self.shape;
                 let Some(idx) = key.and_then(|k| shape.top_keys.iter().position(|t| *t == k))
                 else {
+                    if self.cap_overflow {
+                        return Err(err("unexpected (long) top-level key"));
+                    }
                     let shown = String::from_utf8_lossy(&self.cap_buf);
                     return Err(err(format_args!(
                         "unexpected top-level key \"{}\"",
@@ -1400,9 +1438,9 @@ mod tests {
         assert!(run(StatsSummary, &deep).unwrap_err().0.contains("nesting"));
         let ok = format!(
             r#"{{"node":{}{}{},"pods":[]}}"#,
-            "[".repeat(90),
+            "[".repeat(60),
             "1",
-            "]".repeat(90)
+            "]".repeat(60)
         );
         assert_eq!(run(StatsSummary, &ok).unwrap(), ok);
     }
