@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod serve;
 mod tools;
 
 #[derive(Parser)]
@@ -19,6 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watch Namespaces (or read --namespaces-file) and serve versioned snapshots
+    /// on /v1/snapshot for the filter to long-poll.
+    Serve(serve::ServeArgs),
     /// Rewrite a captured kubelet response body (stdin → stdout) exactly as the
     /// filter would for a request to --path.
     Rewrite(tools::RewriteArgs),
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Serve(args) => serve::serve(&args),
         Command::Rewrite(args) => tools::rewrite(&args),
         Command::CheckConfig(args) => tools::check_config(&args),
         Command::LabelName(args) => tools::label_name(&args),

@@ -1,0 +1,104 @@
+//! Prometheus metrics of the control plane (`GET /metrics`, OpenMetrics text).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::store::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route (`/v1/snapshot`, …), or `other` for unknown paths so that scanners
+    /// cannot blow up the series count.
+    pub path: String,
+    pub code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    namespaces: Gauge,
+    version_age: Gauge<f64, AtomicU64>,
+    ready: Gauge,
+    /// Relists after the first list (410 Gone, watch restarts).
+    pub watch_restarts: Counter,
+    /// Failed watch/list calls, or namespaces files that could not be read.
+    pub source_errors: Counter,
+    pub long_polls_waiting: Gauge,
+    pub requests: Family<RequestLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("kubelet_scope"),
+            namespaces: Gauge::default(),
+            version_age: Gauge::default(),
+            ready: Gauge::default(),
+            watch_restarts: Counter::default(),
+            source_errors: Counter::default(),
+            long_polls_waiting: Gauge::default(),
+            requests: Family::default(),
+        };
+        let registry = &mut m.registry;
+        registry.register(
+            "snapshot_namespaces",
+            "Namespaces in the served snapshot",
+            m.namespaces.clone(),
+        );
+        registry.register(
+            "snapshot_version_age_seconds",
+            "Seconds since the served snapshot version was first published",
+            m.version_age.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 once the first complete namespace list (or valid file) is served",
+            m.ready.clone(),
+        );
+        registry.register(
+            "watch_restarts",
+            "Namespace relists after the first one (410 Gone, expired watches)",
+            m.watch_restarts.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Failed namespace list/watch calls or unreadable namespaces files",
+            m.source_errors.clone(),
+        );
+        registry.register(
+            "long_polls_waiting",
+            "Snapshot long-poll requests currently waiting for a change",
+            m.long_polls_waiting.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status code",
+            m.requests.clone(),
+        );
+        m
+    }
+}
+
+impl Metrics {
+    /// Renders the registry; the snapshot gauges are sampled now.
+    pub fn encode(&self, store: &Store) -> String {
+        match store.current() {
+            Some(p) => {
+                self.namespaces.set(p.namespaces.len() as i64);
+                self.version_age.set(p.since.elapsed().as_secs_f64());
+                self.ready.set(1);
+            }
+            None => {
+                self.ready.set(0);
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

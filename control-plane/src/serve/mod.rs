@@ -1,0 +1,154 @@
+//! `kubelet-scope serve`: keeps the namespace map (from the apiserver, or from a
+//! file for local use) and serves versioned snapshots to every node's Envoy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::EXIT_INVALID;
+
+mod file_source;
+mod http;
+mod kube_source;
+mod metrics;
+mod select;
+mod store;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API (/v1/snapshot, /healthz, /readyz, /metrics).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Export this namespace label key (repeatable). Nothing is exported unless
+    /// named here or by --label-prefix.
+    #[arg(long = "label", value_name = "KEY")]
+    labels: Vec<String>,
+    /// Export every namespace label whose key starts with this prefix (repeatable).
+    #[arg(long = "label-prefix", value_name = "PREFIX")]
+    label_prefixes: Vec<String>,
+    /// Read namespaces from this file (`kubectl get namespaces -o yaml|json`)
+    /// instead of watching the apiserver; reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    namespaces_file: Option<PathBuf>,
+    /// Log format on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn serve(args: &ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let selection = match select::LabelSelection::new(&args.labels, &args.label_prefixes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, selection)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), String> {
+    let store = store::Store::default();
+    let metrics = Arc::new(metrics::Metrics::default());
+    let source = match &args.namespaces_file {
+        Some(path) => {
+            tracing::info!(path = %path.display(), "serving namespaces from a file");
+            tokio::spawn(file_source::run(
+                path.clone(),
+                file_source::POLL_INTERVAL,
+                selection,
+                store.clone(),
+                metrics.clone(),
+            ))
+        }
+        None => {
+            // Kubeconfig ($KUBECONFIG, ~/.kube/config) or in-cluster, as kube-rs infers.
+            let config = kube::Config::infer()
+                .await
+                .map_err(|e| format!("no Kubernetes client configuration: {e}"))?;
+            tracing::info!(apiserver = %config.cluster_url, "watching namespaces");
+            let client = kube::Client::try_from(config)
+                .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
+            tokio::spawn(kube_source::run(
+                client,
+                selection,
+                store.clone(),
+                metrics.clone(),
+            ))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, "serving snapshots");
+    let shutdown = CancellationToken::new();
+    let app = http::router(http::AppState {
+        store,
+        metrics,
+        shutdown: shutdown.clone(),
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            terminated().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        })
+        .await;
+    source.abort();
+    served.map_err(|e| format!("HTTP server failed: {e}"))
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (a terminal).
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot handle SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! `kubelet-scope serve` against a real kube-apiserver v1.20 + etcd (no mocks).
+//!
+//! Ignored by plain `cargo test`: they need the apiserver built from Debian's
+//! sources by `hack/kube-apiserver.sh build` (cached in .cache/). Run them with
+//! `make control-plane-it` (or `cargo test -p kubelet-scope --test apiserver -- --ignored`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{pinned_kind, Scope};
+use kube::{Api, Client};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+use support::{eventually, Cluster, Serve, EXPORT_ARGS};
+
+/// The issue's bound for "the snapshot follows".
+const FOLLOW: Duration = Duration::from_secs(1);
+/// Reconnects go through kube-rs' backoff (0.8 s doubling, jittered).
+const RECOVER: Duration = Duration::from_secs(40);
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn create_ns(client: &Client, name: &str, l: &[(&str, &str)]) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels(l)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+async fn patch_labels(client: &Client, name: &str, l: serde_json::Value) {
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": l}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Deletes a namespace and, since there is no controller-manager to do it,
+/// empties its finalizers so that it really goes away.
+async fn delete_ns(client: &Client, name: &str) {
+    let api = Api::<Namespace>::all(client.clone());
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    let mut ns = api.get(name).await.unwrap();
+    ns.spec.get_or_insert_default().finalizers = Some(vec![]);
+    api.replace_subresource("finalize", name, &PostParams::default(), &ns)
+        .await
+        .unwrap();
+    assert!(
+        api.get_opt(name).await.unwrap().is_none(),
+        "namespace {name} still exists"
+    );
+}
+
+/// Holds a long-poll on `version` and returns when it is answered.
+fn long_poll(serve: &Serve, version: &str) -> tokio::task::JoinHandle<(StatusCode, Instant)> {
+    let base = serve.base.clone();
+    let version = version.to_string();
+    tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/v1/snapshot?waitSeconds=30"))
+            .header("if-none-match", format!("\"{version}\""))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), Instant::now())
+    })
+}
+
+/// Makes a change while a long-poll waits on `version`; asserts the long-poll is
+/// answered 200 within [`FOLLOW`] of issuing the API call; returns the new snapshot.
+async fn change_and_follow<F: std::future::Future<Output = ()>>(
+    serve: &Serve,
+    version: &str,
+    change: F,
+) -> kubelet_scope_filter::snapshot::Snapshot {
+    let poll = long_poll(serve, version);
+    // Let the request reach the server and start waiting.
+    let logs = || serve.logs();
+    eventually(
+        "long-poll waiting",
+        Duration::from_secs(5),
+        logs,
+        || async {
+            serve
+                .metric("kubelet_scope_long_polls_waiting")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+    )
+    .await;
+    let changed = Instant::now();
+    change.await;
+    let (status, answered) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("long-poll not answered")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // Measured from issuing the API call (so it includes the apiserver's own
+    // latency): the watch event can arrive before the API response does.
+    let lag = answered.saturating_duration_since(changed);
+    eprintln!("long-poll answered {lag:?} after the change was issued");
+    assert!(
+        lag < FOLLOW,
+        "long-poll answered {lag:?} after the change was issued"
+    );
+    let s = serve.current().await;
+    assert_ne!(s.version, version);
+    s
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: make control-plane-it"]
+async fn follows_namespace_changes_and_wakes_long_polls() {
+    let cluster = Cluster::start("");
+    let admin = cluster.admin("main").await;
+    let kubeconfig = cluster.kubeconfig(cluster.port("main"), "admin-token", "serve.kubeconfig");
+    let serve = Serve::start(EXPORT_ARGS, Some(&kubeconfig), cluster.dir.path());
+    serve.wait_ready(Duration::from_secs(20)).await;
+    let s0 = serve.current().await;
+    for system in ["default", "kube-system", "kube-public"] {
+        assert!(
+            s0.namespaces.contains_key(system),
+            "{system} missing: {s0:?}"
+        );
+    }
+
+    // Create: exported keys only.
+    let s1 = change_and_follow(
+        &serve,
+        &s0.version,
+        create_ns(
+            &admin,
+            "shop",
+            &[
+                ("team", "frontend"),
+                ("tenant", "acme"),
+                ("owner", "bob"),
+                ("acme.io/cost", "42"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        s1.namespaces["shop"].labels,
+        labels(&[
+            ("team", "frontend"),
+            ("tenant", "acme"),
+            ("acme.io/cost", "42")
+        ])
+    );
+
+    // Relabel.
+    let s2 = change_and_follow(
+        &serve,
+        &s1.version,
+        patch_labels(&admin, "shop", json!({"team": "checkout"})),
+    )
+    .await;
+    assert_eq!(s2.namespaces["shop"].labels["team"], "checkout");
+
+    // Unrelated label edits (unexported keys) do not bump the version: a long-poll
+    // held on it times out with 304.
+    patch_labels(&admin, "shop", json!({"owner": "alice", "other.io/x": "1"})).await;
+    let r = serve.snapshot(Some(&s2.version), Some(2)).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(r.etag.as_deref(), Some(s2.version.as_str()));
+    let live = Api::<Namespace>::all(admin.clone())
+        .get("shop")
+        .await
+        .unwrap();
+    assert_eq!(
+        live.metadata.labels.unwrap()["owner"],
+        "alice",
+        "the edit did happen"
+    );
+    assert_eq!(serve.current().await.version, s2.version);
+
+    // Removing an exported label is a change.
+    let s3 = change_and_follow(
+        &serve,
+        &s2.version,
+        patch_labels(&admin, "shop", json!({"acme.io/cost": null})),
+    )
+    .await;
+    assert!(!s3.namespaces["shop"].labels.contains_key("acme.io/cost"));
+
+    // Delete (finalized by hand: no controller-manager here).
+    let s4 = change_and_follow(&serve, &s3.version, delete_ns(&admin, "shop")).await;
+    assert!(!s4.namespaces.contains_key("shop"));
+
+    let m = serve.metrics().await;
+    assert!(
+        m.contains(&format!(
+            "kubelet_scope_snapshot_namespaces {}\n",
+            s4.namespaces.len()
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"kubelet_scope_http_requests_total{path="/v1/snapshot",code="304"}"#),
+        "{m}"
+    );
+    assert!(m.contains("kubelet_scope_watch_restarts_total 0\n"), "{m}");
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: make control-plane-it"]
+async fn not_ready_until_the_first_list_completes() {
+    let cluster = Cluster::etcd("");
+    let port = support::free_port();
+    let kubeconfig = cluster.kubeconfig(port, "admin-token", "serve.kubeconfig");
+    // The apiserver is not up yet: serve runs, is healthy, but not ready.
+    let serve = Serve::start(EXPORT_ARGS, Some(&kubeconfig), cluster.dir.path());
+    let logs = || serve.logs();
+    eventually(
+        "watch errors counted",
+        Duration::from_secs(10),
+        logs,
+        || async {
+            serve.status("/healthz").await == Some(StatusCode::OK)
+                && serve
+                    .metric("kubelet_scope_watch_errors_total")
+                    .await
+                    .unwrap_or(0.0)
+                    >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(
+        serve.status("/readyz").await,
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    let r = serve.snapshot(None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(serve.metric("kubelet_scope_ready").await, Some(0.0));
+
+    cluster.start_apiserver("main", Some(port));
+    serve.wait_ready(RECOVER).await;
+    // The apiserver creates its system namespaces just after it is ready; the
+    // watch brings them in.
+    eventually(
+        "system namespaces",
+        Duration::from_secs(10),
+        logs,
+        || async {
+            let s = serve.current().await;
+            ["default", "kube-system"]
+                .iter()
+                .all(|n| s.namespaces.contains_key(*n))
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: make control-plane-it"]
+async fn keeps_serving_through_an_apiserver_restart() {
+    let cluster = Cluster::start("");
+    let port = cluster.port("main");
+    let admin = cluster.admin("main").await;
+    create_ns(&admin, "before", &[("team", "a")]).await;
+    let kubeconfig = cluster.kubeconfig(port, "admin-token", "serve.kubeconfig");
+    let serve = Serve::start(EXPORT_ARGS, Some(&kubeconfig), cluster.dir.path());
+    serve.wait_ready(Duration::from_secs(20)).await;
+    let s0 = serve.current().await;
+    assert_eq!(s0.namespaces["before"].labels["team"], "a");
+
+    cluster.stop("main");
+    let logs = || serve.logs();
+    eventually(
+        "watch error counted",
+        Duration::from_secs(10),
+        logs,
+        || async {
+            serve
+                .metric("kubelet_scope_watch_errors_total")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+    )
+    .await;
+    // Meanwhile the last snapshot stays served, long-polls keep working.
+    assert_eq!(serve.current().await, s0);
+    assert_eq!(serve.status("/readyz").await, Some(StatusCode::OK));
+    let r = serve.snapshot(Some(&s0.version), Some(1)).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+
+    cluster.start_apiserver("main", Some(port));
+    patch_labels(&admin, "before", json!({"team": "b"})).await;
+    create_ns(&admin, "after", &[("tenant", "t")]).await;
+    eventually(
+        "snapshot follows after the restart",
+        RECOVER,
+        logs,
+        || async {
+            let s = serve.current().await;
+            s.namespaces
+                .get("before")
+                .is_some_and(|n| n.labels["team"] == "b")
+                && s.namespaces
+                    .get("after")
+                    .is_some_and(|n| n.labels["tenant"] == "t")
+        },
+    )
+    .await;
+    // And it is live again: the next change arrives within the bound.
+    let s1 = serve.current().await;
+    let s2 = change_and_follow(
+        &serve,
+        &s1.version,
+        patch_labels(&admin, "after", json!({"team": "x"})),
+    )
+    .await;
+    assert_eq!(s2.namespaces["after"].labels["team"], "x");
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: make control-plane-it"]
+async fn relists_after_etcd_compaction_without_losing_events() {
+    // Without the watch cache the apiserver serves watches straight from etcd, so a
+    // resume from a compacted revision is answered `410 Gone` because of etcd
+    // compaction (not because of a fresh watch cache).
+    let cluster = Cluster::start("--watch-cache=false");
+    let port = cluster.port("main");
+    let admin = cluster.admin("main").await;
+    create_ns(&admin, "relabelled", &[("team", "a")]).await;
+    create_ns(&admin, "deleted", &[("team", "gone")]).await;
+    let kubeconfig = cluster.kubeconfig(port, "admin-token", "serve.kubeconfig");
+    let serve = Serve::start(EXPORT_ARGS, Some(&kubeconfig), cluster.dir.path());
+    serve.wait_ready(Duration::from_secs(20)).await;
+    let s0 = serve.current().await;
+    assert!(s0.namespaces.contains_key("deleted"));
+
+    // The watched apiserver goes away; changes happen through a second one on the
+    // same etcd; then etcd is compacted past everything serve has seen.
+    cluster.stop("main");
+    cluster.start_apiserver("other", None);
+    let other = cluster.admin("other").await;
+    create_ns(&other, "created", &[("team", "new"), ("owner", "x")]).await;
+    patch_labels(&other, "relabelled", json!({"team": "b"})).await;
+    delete_ns(&other, "deleted").await;
+    let revision = cluster.compact_etcd().await;
+    assert!(revision > 0);
+
+    cluster.start_apiserver("main", Some(port));
+    let logs = || serve.logs();
+    eventually("relist after 410", RECOVER, logs, || async {
+        serve
+            .metric("kubelet_scope_watch_restarts_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+            && serve.current().await.namespaces.contains_key("created")
+    })
+    .await;
+    let s1 = serve.current().await;
+    assert_eq!(s1.namespaces["created"].labels, labels(&[("team", "new")]));
+    assert_eq!(s1.namespaces["relabelled"].labels["team"], "b");
+    assert!(!s1.namespaces.contains_key("deleted"), "{s1:?}");
+    // The relisted map equals what the apiserver holds.
+    let names: Vec<String> = Api::<Namespace>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(s1.namespaces.keys().cloned().collect::<Vec<_>>(), names);
+    // …and the relist was caused by the compaction (410 Gone on the resumed watch).
+    assert!(serve.logs().contains("too old"), "{}", serve.logs());
+}
+
+/// The deploy/ manifest, as typed-agnostic objects.
+fn deploy_objects() -> Vec<DynamicObject> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/control-plane.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| DynamicObject::deserialize(doc).unwrap())
+        .collect()
+}
+
+async fn apply(client: &Client, obj: &DynamicObject) {
+    let types = obj.types.as_ref().expect("apiVersion/kind");
+    let gvk = GroupVersionKind::try_from(types).unwrap();
+    let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            obj.metadata.namespace.as_deref().expect("namespace"),
+            &resource,
+        ),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    api.create(&PostParams::default(), obj).await.unwrap();
+}
+
+async fn token(client: &Client, namespace: &str, account: &str) -> String {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["https://kubernetes.default.svc".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: make control-plane-it"]
+async fn works_with_exactly_the_deploy_cluster_role() {
+    let objects = deploy_objects();
+    let role = objects
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "ClusterRole"))
+        .expect("deploy/ has a ClusterRole");
+    assert_eq!(
+        role.data["rules"],
+        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]),
+        "the control plane's role is list/watch on namespaces and nothing else"
+    );
+
+    let cluster = Cluster::start("");
+    let port = cluster.port("main");
+    let admin = cluster.admin("main").await;
+    // Every object of the manifest is accepted by a real apiserver.
+    for obj in &objects {
+        apply(&admin, obj).await;
+    }
+    create_ns(&admin, "shop", &[("tenant", "acme")]).await;
+
+    // A service account without the binding is refused: not ready, errors counted.
+    let unbound = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("unbound".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(admin.clone(), "kubelet-scope")
+        .create(&PostParams::default(), &unbound)
+        .await
+        .unwrap();
+    let kc = cluster.kubeconfig(
+        port,
+        &token(&admin, "kubelet-scope", "unbound").await,
+        "unbound.kubeconfig",
+    );
+    let refused = Serve::start(EXPORT_ARGS, Some(&kc), cluster.dir.path());
+    let logs = || refused.logs();
+    eventually(
+        "forbidden watch counted",
+        Duration::from_secs(10),
+        logs,
+        || async {
+            refused
+                .metric("kubelet_scope_watch_errors_total")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(
+        refused.status("/readyz").await,
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+
+    // The deploy/ service account, bound by the deploy/ ClusterRoleBinding, works.
+    let kc = cluster.kubeconfig(
+        port,
+        &token(&admin, "kubelet-scope", "kubelet-scope").await,
+        "scope.kubeconfig",
+    );
+    let serve = Serve::start(EXPORT_ARGS, Some(&kc), cluster.dir.path());
+    serve.wait_ready(Duration::from_secs(20)).await;
+    let s0 = serve.current().await;
+    assert_eq!(s0.namespaces["shop"].labels["tenant"], "acme");
+    let s1 = change_and_follow(
+        &serve,
+        &s0.version,
+        patch_labels(&admin, "shop", json!({"tenant": "globex"})),
+    )
+    .await;
+    assert_eq!(s1.namespaces["shop"].labels["tenant"], "globex");
+    assert_eq!(
+        serve.metric("kubelet_scope_watch_errors_total").await,
+        Some(0.0)
+    );
+
+    // And that token can do nothing else.
+    let scoped = support::client_for(&kc).await;
+    let err = Api::<Namespace>::all(scoped.clone())
+        .get("shop")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+    let err = Api::<ServiceAccount>::namespaced(scoped, "kubelet-scope")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+}

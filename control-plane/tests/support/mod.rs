@@ -1,0 +1,340 @@
+//! Test harness: a real etcd + kube-apiserver (started by `hack/kube-apiserver.sh`)
+//! and the real `kubelet-scope serve` binary, talked to over HTTP.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use kubelet_scope_filter::snapshot::Snapshot;
+use reqwest::StatusCode;
+
+pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/kube-apiserver.sh");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn script(args: &[&str], extra_env: &[(&str, &str)]) {
+    let status = Command::new(SCRIPT)
+        .args(args)
+        .envs(extra_env.iter().copied())
+        .status()
+        .expect("run hack/kube-apiserver.sh");
+    assert!(status.success(), "kube-apiserver.sh {args:?} failed");
+}
+
+/// etcd plus one or more apiservers sharing it, in a temporary directory; every
+/// process is stopped (by PID) on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    extra_args: String,
+}
+
+impl Cluster {
+    /// etcd only; add apiservers with [`Cluster::start_apiserver`].
+    pub fn etcd(extra_apiserver_args: &str) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("kubelet-scope-it-")
+            .tempdir()
+            .unwrap();
+        let c = Cluster {
+            dir,
+            extra_args: extra_apiserver_args.to_string(),
+        };
+        script(&["start-etcd", c.path()], &[]);
+        c
+    }
+
+    /// etcd and the apiserver `main`.
+    pub fn start(extra_apiserver_args: &str) -> Cluster {
+        let c = Cluster::etcd(extra_apiserver_args);
+        c.start_apiserver("main", None);
+        c
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    pub fn start_apiserver(&self, name: &str, port: Option<u16>) {
+        let port = port.map(|p| p.to_string()).unwrap_or_default();
+        script(
+            &["start-apiserver", self.path(), name, &port],
+            &[("KUBE_APISERVER_EXTRA_ARGS", &self.extra_args)],
+        );
+    }
+
+    pub fn stop(&self, name: &str) {
+        script(&["stop", self.path(), name], &[]);
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.read(&format!("{name}.port")).parse().unwrap()
+    }
+
+    pub fn etcd_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.read("etcd.port"))
+    }
+
+    /// Writes a kubeconfig for apiserver port `port` and `token`.
+    pub fn kubeconfig(&self, port: u16, token: &str, file: &str) -> PathBuf {
+        let ca = self.dir.path().join("ca.crt");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {}\n\
+             users:\n- name: test\n  user:\n    token: {token}\n\
+             contexts:\n- name: test\n  context: {{cluster: test, user: test}}\n",
+            ca.display()
+        );
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub async fn admin(&self, name: &str) -> kube::Client {
+        let path = self.kubeconfig(self.port(name), "admin-token", "admin.kubeconfig");
+        client_for(&path).await
+    }
+
+    /// Compacts etcd's history up to its current revision (what the apiserver does
+    /// every 5 minutes), through etcd's JSON gateway.
+    pub async fn compact_etcd(&self) -> i64 {
+        let http = reqwest::Client::new();
+        let range: serde_json::Value = http
+            .post(format!("{}/v3/kv/range", self.etcd_url()))
+            .body(r#"{"key":"AA=="}"#)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let r = http
+            .post(format!("{}/v3/kv/compaction", self.etcd_url()))
+            .body(format!(r#"{{"revision":"{revision}","physical":true}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "compaction: {}",
+            r.text().await.unwrap()
+        );
+        revision
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(SCRIPT).args(["stop", self.path()]).status();
+    }
+}
+
+pub async fn client_for(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A running `kubelet-scope serve`.
+pub struct Serve {
+    child: Child,
+    pub base: String,
+    pub log: PathBuf,
+    http: reqwest::Client,
+}
+
+pub const EXPORT_ARGS: &[&str] = &[
+    "--label",
+    "team",
+    "--label",
+    "tenant",
+    "--label-prefix",
+    "acme.io/",
+];
+
+impl Serve {
+    /// Starts `kubelet-scope serve` with `args` (plus --listen) and `KUBECONFIG`.
+    pub fn start(args: &[&str], kubeconfig: Option<&Path>, log_dir: &Path) -> Serve {
+        let port = free_port();
+        let log = log_dir.join(format!("serve-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubelet-scope"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("RUST_LOG", "info,kube=debug")
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        Serve {
+            child: cmd.spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn status(&self, path: &str) -> Option<StatusCode> {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status())
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let logs = || self.logs();
+        eventually("serve /readyz 200", within, logs, || async {
+            self.status("/readyz").await == Some(StatusCode::OK)
+        })
+        .await;
+    }
+
+    /// `GET /v1/snapshot`, optionally long-polling with the version held.
+    pub async fn snapshot(&self, held: Option<&str>, wait: Option<u64>) -> Reply {
+        let mut url = format!("{}/v1/snapshot", self.base);
+        if let Some(w) = wait {
+            url.push_str(&format!("?waitSeconds={w}"));
+        }
+        let mut req = self.http.get(url);
+        if let Some(v) = held {
+            req = req.header("if-none-match", format!("\"{v}\""));
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let etag = r
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().trim_matches('"').to_string());
+        let body = r.bytes().await.unwrap();
+        let snapshot = (status == StatusCode::OK).then(|| Snapshot::parse(&body).unwrap());
+        if let Some(s) = &snapshot {
+            assert_eq!(
+                etag.as_deref(),
+                Some(s.version.as_str()),
+                "ETag is the version"
+            );
+        }
+        Reply {
+            status,
+            etag,
+            snapshot,
+        }
+    }
+
+    pub async fn current(&self) -> Snapshot {
+        let r = self.snapshot(None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", self.logs());
+        r.snapshot.unwrap()
+    }
+
+    /// The metrics text; empty while the server is not listening yet.
+    pub async fn metrics(&self) -> String {
+        match self.http.get(format!("{}/metrics", self.base)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The value of an unlabelled metric; `None` while the server is not up.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- kubelet-scope serve log ---\n{}", self.logs());
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Polls `check` every 50 ms until it holds; fails after `within`, printing `context`.
+pub async fn eventually<F, Fut>(
+    what: &str,
+    within: Duration,
+    context: impl Fn() -> String,
+    check: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
