@@ -145,6 +145,17 @@ impl Shape {
     }
 }
 
+/// The outcome of [`JsonFilter::member`].
+enum Step {
+    /// The member ended (a scalar value) just before this index.
+    Member(usize),
+    /// Its value is a container opening at this index (object or not).
+    Open(usize, bool),
+    /// The fast path stops at this index (chunk end, escape, non-ASCII): carry on
+    /// in this state (and this `str_key`).
+    Resume(usize, State, bool),
+}
+
 /// Streaming tenant filter for one kubelet JSON response body.
 pub struct JsonFilter {
     shape: &'static Shape,
@@ -301,6 +312,37 @@ impl JsonFilter {
         let mut depth = self.depth;
         let mut stack = self.stack;
         let mut str_key = self.str_key;
+        // Opens a container at `$at`.
+        macro_rules! open {
+            ($at:expr, $object:expr) => {{
+                if depth >= MAX_DEPTH {
+                    return Err(err(format_args!("nesting deeper than {MAX_DEPTH}")));
+                }
+                let object: bool = $object;
+                stack = (stack & !(1 << depth)) | (u64::from(object) << depth);
+                depth += 1;
+                st = if object {
+                    State::ObjFirst
+                } else {
+                    State::ArrFirst
+                };
+                i = $at + 1;
+            }};
+        }
+        // Applies the outcome of the member fast path (`st` is `After` before).
+        macro_rules! step {
+            ($step:expr) => {
+                match $step {
+                    Step::Member(end) => i = end,
+                    Step::Open(at, object) => open!(at, object),
+                    Step::Resume(at, state, key) => {
+                        i = at;
+                        st = state;
+                        str_key = key;
+                    }
+                }
+            };
+        }
         'run: while i < n {
             match st {
                 State::Str => {
@@ -377,14 +419,8 @@ impl JsonFilter {
                         break;
                     };
                     if c == b'"' {
-                        st = State::Str;
-                        str_key = true;
-                        if depth == 1
-                            || (depth == 3 && self.in_target)
-                            || (depth == 4 && self.in_ref)
-                        {
-                            self.start_capture(Capture::Key, i + 1);
-                        }
+                        st = State::After;
+                        step!(self.member(b, i, depth, out)?);
                     } else if c == b'}' && st == State::ObjFirst {
                         if depth <= 4 {
                             self.close_hook(b, i, depth, out)?;
@@ -395,10 +431,10 @@ impl JsonFilter {
                         } else {
                             State::After
                         };
+                        i += 1;
                     } else {
                         return Err(err("expected an object key"));
                     }
-                    i += 1;
                 }
                 State::Colon => {
                     i = skip_ws(b, i);
@@ -411,10 +447,12 @@ impl JsonFilter {
                     st = State::Value;
                     i += 1;
                 }
-                State::After => {
+                State::After => loop {
+                    // Members of an object are read here one after the other (the
+                    // common case) without a trip through the states.
                     i = skip_ws(b, i);
                     let Some(&c) = b.get(i) else {
-                        break;
+                        break 'run;
                     };
                     let object = (stack >> depth.saturating_sub(1)) & 1 == 1;
                     match c {
@@ -422,28 +460,22 @@ impl JsonFilter {
                             if depth == 2 && self.in_target {
                                 self.comma_in_target(i)?;
                             }
-                            if object {
-                                // The next key usually follows at once.
-                                i = skip_ws(b, i + 1);
-                                match b.get(i) {
-                                    Some(b'"') => {
-                                        st = State::Str;
-                                        str_key = true;
-                                        if depth == 1
-                                            || (depth == 3 && self.in_target)
-                                            || (depth == 4 && self.in_ref)
-                                        {
-                                            self.start_capture(Capture::Key, i + 1);
-                                        }
-                                    }
-                                    Some(_) => return Err(err("expected an object key")),
-                                    None => {
-                                        st = State::Key;
-                                        continue;
-                                    }
-                                }
-                            } else {
+                            if !object {
                                 st = State::Value;
+                                i += 1;
+                                break;
+                            }
+                            i = skip_ws(b, i + 1);
+                            match b.get(i) {
+                                Some(b'"') => step!(self.member(b, i, depth, out)?),
+                                Some(_) => return Err(err("expected an object key")),
+                                None => {
+                                    st = State::Key;
+                                    break;
+                                }
+                            }
+                            if st != State::After {
+                                break;
                             }
                         }
                         b'}' | b']' => {
@@ -454,16 +486,15 @@ impl JsonFilter {
                                 self.close_hook(b, i, depth, out)?;
                             }
                             depth -= 1;
-                            st = if depth == 0 {
-                                State::Done
-                            } else {
-                                State::After
-                            };
+                            i += 1;
+                            if depth == 0 {
+                                st = State::Done;
+                                break;
+                            }
                         }
                         _ => return Err(err("expected `,` or the end of a container")),
                     }
-                    i += 1;
-                }
+                },
                 State::Value | State::ArrFirst | State::Start => {
                     i = skip_ws(b, i);
                     let Some(&c) = b.get(i) else {
@@ -490,20 +521,7 @@ impl JsonFilter {
                             str_key = false;
                             i += 1;
                         }
-                        b'{' | b'[' => {
-                            if depth >= MAX_DEPTH {
-                                return Err(err(format_args!("nesting deeper than {MAX_DEPTH}")));
-                            }
-                            let object = c == b'{';
-                            stack = (stack & !(1 << depth)) | (u64::from(object) << depth);
-                            depth += 1;
-                            st = if object {
-                                State::ObjFirst
-                            } else {
-                                State::ArrFirst
-                            };
-                            i += 1;
-                        }
+                        b'{' | b'[' => open!(i, c == b'{'),
                         b'-' | b'0'..=b'9' => match scan_number(b, i) {
                             Some(Ok(end)) => {
                                 st = State::After;
@@ -693,6 +711,83 @@ impl JsonFilter {
             out.extend_from_slice(&b[self.mark..n]);
         }
         Ok(())
+    }
+
+    /// The fast path for one object member `"key": value` whose key opens at `i`, in
+    /// an object at `depth`: plain keys, strings without escapes, numbers and
+    /// literals that lie in the chunk.
+    #[inline]
+    fn member(
+        &mut self,
+        b: &[u8],
+        mut i: usize,
+        depth: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Step, BodyError> {
+        let capture = depth == 1 || (depth == 3 && self.in_target) || (depth == 4 && self.in_ref);
+        if capture {
+            self.start_capture(Capture::Key, i + 1);
+        }
+        let j = skip_plain_inline(b, i + 1);
+        if b.get(j) != Some(&b'"') {
+            return Ok(Step::Resume(j, State::Str, true));
+        }
+        if capture {
+            self.end_capture(b, j, depth, true)?;
+        }
+        i = skip_ws(b, j + 1);
+        match b.get(i) {
+            Some(b':') => {}
+            Some(_) => return Err(err("expected `:` after an object key")),
+            None => return Ok(Step::Resume(i, State::Colon, true)),
+        }
+        i = skip_ws(b, i + 1);
+        let Some(&c) = b.get(i) else {
+            return Ok(Step::Resume(i, State::Value, true));
+        };
+        if depth <= 4 {
+            self.value_hook(b, i, c, depth, out)?;
+        }
+        match c {
+            b'"' => {
+                let j = skip_plain_inline(b, i + 1);
+                if b.get(j) != Some(&b'"') {
+                    return Ok(Step::Resume(j, State::Str, false));
+                }
+                if self.capture != Capture::None {
+                    self.end_capture(b, j, depth, false)?;
+                }
+                Ok(Step::Member(j + 1))
+            }
+            b'{' | b'[' => Ok(Step::Open(i, c == b'{')),
+            b'-' | b'0'..=b'9' => match scan_number(b, i) {
+                Some(Ok(end)) => Ok(Step::Member(end)),
+                Some(Err(())) => Err(err("invalid number")),
+                None => {
+                    let state = match c {
+                        b'-' => State::NumMinus,
+                        b'0' => State::NumZero,
+                        _ => State::NumInt,
+                    };
+                    Ok(Step::Resume(i + 1, state, false))
+                }
+            },
+            b't' | b'f' | b'n' => {
+                let lit: &'static [u8] = match c {
+                    b't' => b"true",
+                    b'f' => b"false",
+                    _ => b"null",
+                };
+                if b.get(i..i + lit.len()) == Some(lit) {
+                    Ok(Step::Member(i + lit.len()))
+                } else {
+                    self.lit = lit;
+                    self.lit_pos = 1;
+                    Ok(Step::Resume(i + 1, State::Lit, false))
+                }
+            }
+            _ => Err(err("expected a value")),
+        }
     }
 
     fn too_big(&self) -> BodyError {
@@ -991,22 +1086,25 @@ fn special(c: u8) -> bool {
     c == b'"' || c == b'\\' || c < 0x20 || c >= 0x80
 }
 
+/// [`skip_plain_inline`] for the scanner's main loop, which has no registers to
+/// spare.
+#[inline(never)]
+fn skip_plain(b: &[u8], i: usize) -> usize {
+    skip_plain_inline(b, i)
+}
+
 /// The index of the first byte at or after `i` that is [`special`] (or `b.len()`),
 /// eight bytes at a time.
-#[inline]
-fn skip_plain(b: &[u8], mut i: usize) -> usize {
-    while let Some(word) = b.get(i..i + 8) {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            break;
-        };
+#[inline(always)]
+fn skip_plain_inline(b: &[u8], mut i: usize) -> usize {
+    while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
         let w = u64::from_le_bytes(word);
-        let q = w ^ (LO * u64::from(b'"'));
-        let s = w ^ (LO * u64::from(b'\\'));
-        let hit = (q.wrapping_sub(LO) & !q)
-            | (s.wrapping_sub(LO) & !s)
-            | (w.wrapping_sub(LO * 0x20) & !w)
-            | w;
-        let hit = hit & HI;
+        // `w ^ 0x02` is below 0x21 exactly for control characters and `"`;
+        // `w ^ 0x5C` is zero for `\`; the high bit marks non-ASCII. (Bits 7 of the
+        // xored words are those of `w`, so one `!w` serves all three tests.)
+        let x = (w ^ (LO * 0x02)).wrapping_sub(LO * 0x21);
+        let s = (w ^ (LO * u64::from(b'\\'))).wrapping_sub(LO);
+        let hit = (((x | s) & !w) | w) & HI;
         if hit != 0 {
             // Borrows only propagate upwards from a real hit, so the lowest flagged
             // byte is the first special one.
