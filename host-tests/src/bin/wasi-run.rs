@@ -1,0 +1,63 @@
+//! `wasi-run MODULE.wasm [ARGS…]`: runs a `wasm32-wasip1` command module on wasmtime
+//! with the arguments, the environment and stdio inherited, `/` and the current
+//! directory preopened, and exits with the module's exit code.
+//!
+//! Made to be cargo's runner for the wasm target, so that the pure modules' unit
+//! tests also run compiled to wasm:
+//!
+//! ```sh
+//! cargo build -p kubelet-scope-host-tests --bin wasi-run --release
+//! CARGO_TARGET_WASM32_WASIP1_RUNNER=$PWD/target/release/wasi-run \
+//!     cargo test -p kubelet-scope-filter --target wasm32-wasip1 --lib
+//! ```
+//!
+//! Wasm has no unwinding: a failing test aborts the whole test binary (non-zero
+//! exit), and `#[should_panic]` tests cannot pass.
+
+use std::process::ExitCode;
+
+use wasmtime::{Config, Engine, Linker, Module, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("wasi-run: {e:?}");
+            ExitCode::from(101)
+        }
+    }
+}
+
+fn run() -> wasmtime::Result<u8> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(path) = args.first() else {
+        wasmtime::bail!("usage: wasi-run MODULE.wasm [ARGS...]");
+    };
+    let mut config = Config::new();
+    config.wasm_simd(true);
+    config.async_stack_size(16 << 20);
+    config.max_wasm_stack(8 << 20);
+    let engine = Engine::new(&config)?;
+    let module = Module::from_file(&engine, path)?;
+
+    let mut builder = WasiCtxBuilder::new();
+    builder.inherit_stdio().inherit_env().args(&args);
+    builder.preopened_dir("/", "/", FsPerms::ReadWrite)?;
+    builder.preopened_dir(".", ".", FsPerms::ReadWrite)?;
+    let wasi: WasiP1Ctx = builder.build_p1();
+
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx| ctx)?;
+    let mut store = Store::new(&engine, wasi);
+    let instance = linker.instantiate(&mut store, &module)?;
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+    match start.call(&mut store, ()) {
+        Ok(()) => Ok(0),
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            Some(I32Exit(code)) => Ok(u8::try_from(*code).unwrap_or(1)),
+            None => Err(e),
+        },
+    }
+}
