@@ -1029,13 +1029,11 @@ impl JsonFilter {
                 self.holding = false;
                 self.in_target = false;
             }
-            1 => {
-                if self.top_seen & (1 << self.shape.target) == 0 {
-                    return Err(err(format_args!(
-                        "the body has no `{}`",
-                        self.shape.target_name()
-                    )));
-                }
+            1 if self.top_seen & (1 << self.shape.target) == 0 => {
+                return Err(err(format_args!(
+                    "the body has no `{}`",
+                    self.shape.target_name()
+                )));
             }
             _ => {}
         }
@@ -1083,7 +1081,7 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// non-ASCII (checked as UTF-8).
 #[inline]
 fn special(c: u8) -> bool {
-    c == b'"' || c == b'\\' || c < 0x20 || c >= 0x80
+    c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c)
 }
 
 /// [`skip_plain_inline`] for the scanner's main loop, which has no registers to
