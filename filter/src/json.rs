@@ -10,8 +10,10 @@
 //! written out as soon as it has been read, and each array element is held back only
 //! until its closing brace, when its namespace is known (the namespace may come after
 //! megabytes of `status`, so an element cannot be decided earlier). Memory is
-//! therefore bounded by the largest element, not the body, and `max_body_bytes` caps
-//! that one element (with the whitespace around it); a bigger element is refused.
+//! therefore bounded by the largest element, not the body, and `max_body_bytes`
+//! (`maxJsonBodyBytes`) caps what is held back: one element with the whitespace
+//! before it. A bigger element is refused, whatever the chunking; the body as a
+//! whole is not capped, since it is never held.
 //! An element that lies inside one chunk is not copied at all: it is decided and
 //! copied straight from the chunk to the output.
 //!
@@ -716,7 +718,7 @@ impl JsonFilter {
     /// The fast path for one object member `"key": value` whose key opens at `i`, in
     /// an object at `depth`: plain keys, strings without escapes, numbers and
     /// literals that lie in the chunk.
-    #[inline]
+    #[inline(always)]
     fn member(
         &mut self,
         b: &[u8],
