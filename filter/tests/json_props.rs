@@ -312,7 +312,7 @@ fn value_end(body: &[u8]) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// The output is the reference (value and bytes) for every chunking.
     #[test]
