@@ -12,10 +12,10 @@ CLI := target/release/kubelet-scope
 # into .cache/ rather than installed system-wide.
 PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 
-.PHONY: test demo setup-rust lint unit wasm cli
+.PHONY: test demo setup-rust lint unit wasm cli bench fuzz
 
 # Each area adds its test target to this list.
-TEST_TARGETS := lint unit control-plane-it
+TEST_TARGETS := lint unit
 
 test: $(TEST_TARGETS)
 	@echo "make test: all passed"
@@ -44,11 +44,18 @@ wasm: setup-rust
 cli:
 	cargo build -p kubelet-scope --release
 
-# The control plane against a real kube-apiserver v1.20 + etcd, built from Debian
-# bookworm sources on the first run (~6-10 min on 2 cores, cached in .cache/kube).
-.PHONY: kube-apiserver control-plane-it
-kube-apiserver:
-	control-plane/hack/kube-apiserver.sh build
+# The offline demo: the filter's logic on a real capture with the example config.
+demo: cli
+	deploy/examples/demo-offline.sh
 
-control-plane-it: setup-rust kube-apiserver
-	cargo test -p kubelet-scope --test apiserver -- --ignored --test-threads 2
+# Criterion benchmarks: rewriters native and in wasmtime (SIMD build) vs memcpy.
+bench: setup-rust
+	cargo build -p kubelet-scope-bench-guest --target wasm32-wasip1 --release
+	cargo bench -p kubelet-scope-benches --bench rewrite
+
+# Fuzz the rewriters on demand: make fuzz FUZZ_TARGET=json_filter FUZZ_SECONDS=600
+FUZZ_TARGET ?= exposition_rewriter
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECONDS)
