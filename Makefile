@@ -15,7 +15,7 @@ PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 .PHONY: test demo setup-rust lint unit wasm cli bench fuzz
 
 # Each area adds its test target to this list.
-TEST_TARGETS := lint unit
+TEST_TARGETS := lint unit host-tests
 
 test: $(TEST_TARGETS)
 	@echo "make test: all passed"
@@ -59,3 +59,12 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECONDS)
+
+# The release filter in a proxy-wasm host on wasmtime (host-tests/): Envoy's ABI
+# semantics, streaming output equal to the CLI's, lease, staleness, fuzzing, memory.
+# The test target has `test = false` (a bare `cargo test --workspace` has no wasm).
+.PHONY: host-tests
+host-tests: wasm cli
+	cargo clippy -p kubelet-scope-host-tests --test host --no-deps -- -D warnings
+	KUBELET_SCOPE_WASM=$(CURDIR)/$(WASM) KUBELET_SCOPE_CLI=$(CURDIR)/$(CLI) \
+		cargo test -p kubelet-scope-host-tests --test host
