@@ -1,0 +1,204 @@
+//! Throughput of the body rewriters, natively and inside wasmtime (the SIMD wasm
+//! build), against `memcpy` of the same buffer measured in the same run.
+//!
+//! `make bench` builds the wasm guest and runs this; it ends with a table of MB/s
+//! and ratios and checks them against the targets:
+//! Prometheus text: >= 2 GB/s and >= 65% of native in wasmtime, <= 3x memcpy natively;
+//! JSON: >= 1 GB/s in wasmtime.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use kubelet_scope_benches::native::Native;
+use kubelet_scope_benches::{capture, synthetic, Kind, WasmGuest, FILTER_CONFIG, INJECT_CONFIG, TENANT};
+
+/// Envoy hands the filter the body in slices of this order.
+const CHUNK: usize = 64 * 1024;
+
+struct Body {
+    name: &'static str,
+    kind: Kind,
+    bytes: Vec<u8>,
+}
+
+/// (body, case, runtime) → (total time, iterations), from criterion's own runs.
+type Measured = BTreeMap<(String, String, &'static str), (Duration, u64)>;
+
+thread_local! {
+    static MEASURED: RefCell<Measured> = RefCell::default();
+}
+
+fn record(body: &str, case: &str, runtime: &'static str, elapsed: Duration, iters: u64) {
+    MEASURED.with_borrow_mut(|m| {
+        let entry = m.entry((body.to_owned(), case.to_owned(), runtime)).or_default();
+        entry.0 += elapsed;
+        entry.1 += iters;
+    });
+}
+
+fn guest_path() -> PathBuf {
+    std::env::var_os("KUBELET_SCOPE_BENCH_GUEST").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip1/release/kubelet_scope_bench_guest.wasm")
+        },
+        PathBuf::from,
+    )
+}
+
+fn main() {
+    let snapshot = synthetic::snapshot();
+    let bodies = [
+        Body {
+            name: "cadvisor capture 2.2MB",
+            kind: Kind::Exposition,
+            bytes: capture("cadvisor-k8s1.21-eks-docker-datadog.txt"),
+        },
+        Body {
+            name: "cadvisor 110 pods",
+            kind: Kind::Exposition,
+            bytes: synthetic::cadvisor(110),
+        },
+        Body {
+            name: "/pods 110 pods",
+            kind: Kind::PodList,
+            bytes: synthetic::pod_list(110),
+        },
+        Body {
+            name: "/stats/summary 110 pods",
+            kind: Kind::StatsSummary,
+            bytes: synthetic::stats_summary(110),
+        },
+    ];
+    let mut guest = WasmGuest::load(&guest_path()).unwrap_or_else(|e| panic!("{e}"));
+    let mut criterion = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+
+    for body in &bodies {
+        let mut group = criterion.benchmark_group(body.name);
+        group.throughput(Throughput::Bytes(body.bytes.len() as u64));
+        let mut cases = vec![("filter", FILTER_CONFIG, Some(TENANT))];
+        if body.kind == Kind::Exposition {
+            cases.insert(0, ("inject", INJECT_CONFIG, None));
+        }
+
+        let mut out = Vec::with_capacity(body.bytes.len() * 2);
+        group.bench_function(BenchmarkId::new("memcpy", "native"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    out.clear();
+                    out.extend_from_slice(black_box(&body.bytes));
+                    black_box(&out);
+                }
+                let elapsed = start.elapsed();
+                record(body.name, "memcpy", "native", elapsed, iters);
+                elapsed
+            })
+        });
+        guest.prepare(INJECT_CONFIG, &snapshot, None, &body.bytes).unwrap_or_else(|e| panic!("{e}"));
+        group.bench_function(BenchmarkId::new("memcpy", "wasm"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(guest.copy().unwrap_or_else(|e| panic!("{e}")));
+                }
+                let elapsed = start.elapsed();
+                record(body.name, "memcpy", "wasm", elapsed, iters);
+                elapsed
+            })
+        });
+
+        for (case, config, tenant) in cases {
+            let native = Native::new(config, &snapshot, tenant);
+            native.rewrite(body.kind, &body.bytes, CHUNK, &mut out);
+            assert!(out.len() != body.bytes.len() || case == "memcpy", "{}: {case} changed nothing", body.name);
+            guest.prepare(config, &snapshot, tenant, &body.bytes).unwrap_or_else(|e| panic!("{e}"));
+            let len = guest.rewrite(body.kind, CHUNK as u32).unwrap_or_else(|e| panic!("{e}"));
+            let wasm_out = guest.output(len).unwrap_or_else(|e| panic!("{e}"));
+            assert!(wasm_out == out, "{}: {case}: wasm and native outputs differ", body.name);
+
+            group.bench_function(BenchmarkId::new(case, "native"), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        native.rewrite(body.kind, black_box(&body.bytes), CHUNK, &mut out);
+                        black_box(&out);
+                    }
+                    let elapsed = start.elapsed();
+                    record(body.name, case, "native", elapsed, iters);
+                    elapsed
+                })
+            });
+            group.bench_function(BenchmarkId::new(case, "wasm"), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        black_box(guest.rewrite(body.kind, CHUNK as u32).unwrap_or_else(|e| panic!("{e}")));
+                    }
+                    let elapsed = start.elapsed();
+                    record(body.name, case, "wasm", elapsed, iters);
+                    elapsed
+                })
+            });
+        }
+        group.finish();
+    }
+    criterion.final_summary();
+    summarize(&bodies);
+}
+
+fn summarize(bodies: &[Body]) {
+    let measured = MEASURED.take();
+    let mean = |body: &str, case: &str, runtime: &'static str| {
+        measured
+            .get(&(body.to_owned(), case.to_owned(), runtime))
+            .map(|(t, n)| t.as_secs_f64() / (*n).max(1) as f64)
+    };
+    println!();
+    println!("{:<26} {:<7} {:>10} {:>10} {:>12} {:>14} {:>12}", "body", "case", "native MB/s", "wasm MB/s", "wasm/native", "native/memcpy", "wasm/memcpy");
+    let mut verdicts = Vec::new();
+    for body in bodies {
+        let bytes = body.bytes.len() as f64;
+        for case in ["memcpy", "inject", "filter"] {
+            let (Some(native), Some(wasm)) = (mean(body.name, case, "native"), mean(body.name, case, "wasm")) else {
+                continue;
+            };
+            let memcpy_native = mean(body.name, "memcpy", "native").unwrap_or(f64::NAN);
+            let memcpy_wasm = mean(body.name, "memcpy", "wasm").unwrap_or(f64::NAN);
+            let (native_mbs, wasm_mbs) = (bytes / native / 1e6, bytes / wasm / 1e6);
+            println!(
+                "{:<26} {:<7} {:>10.0} {:>10.0} {:>11.0}% {:>13.2}x {:>11.2}x",
+                body.name,
+                case,
+                native_mbs,
+                wasm_mbs,
+                100.0 * native / wasm,
+                native / memcpy_native,
+                wasm / memcpy_wasm
+            );
+            if case == "memcpy" {
+                continue;
+            }
+            if body.kind == Kind::Exposition {
+                verdicts.push((format!("{} {case}: wasm >= 2000 MB/s", body.name), wasm_mbs >= 2000.0));
+                verdicts.push((format!("{} {case}: wasm >= 65% of native", body.name), native / wasm >= 0.65));
+                verdicts.push((format!("{} {case}: native <= 3x memcpy", body.name), native / memcpy_native <= 3.0));
+            } else {
+                verdicts.push((format!("{} {case}: wasm >= 1000 MB/s", body.name), wasm_mbs >= 1000.0));
+            }
+        }
+    }
+    println!();
+    for (target, met) in verdicts {
+        println!("{} {target}", if met { "MET   " } else { "MISSED" });
+    }
+}

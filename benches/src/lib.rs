@@ -1,0 +1,89 @@
+//! Benchmark inputs and runners shared by the criterion benchmarks (and by the
+//! end-to-end Envoy benchmark, which serves the same synthetic bodies).
+//!
+//! * [`synthetic`] scales real captures to a busy node: 110 pods (the kubelet's
+//!   default `maxPods`) spread over 20 namespaces.
+//! * [`WasmGuest`] runs the filter's rewriters compiled to `wasm32-wasip1` (SIMD)
+//!   inside wasmtime; [`native`] runs the same code natively.
+
+use std::path::{Path, PathBuf};
+
+pub mod synthetic;
+
+mod wasm;
+pub use wasm::WasmGuest;
+
+/// The body kinds, numbered as the wasm guest's `rewrite` export expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Exposition = 0,
+    StatsSummary = 1,
+    PodList = 2,
+}
+
+/// The repository's `testdata/kubelet` directory.
+pub fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/kubelet")
+}
+
+/// A capture from `testdata/kubelet`.
+pub fn capture(name: &str) -> Vec<u8> {
+    let path = testdata().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Injection of the `team` label.
+pub const INJECT_CONFIG: &str =
+    r#"{"inject":{"labels":{"team":"team"}},"snapshot":{"cluster":"control-plane"}}"#;
+
+/// Tenant filtering by the `tenant` namespace label.
+pub const FILTER_CONFIG: &str = r#"{"tenancy":{"tenant":{"header":"x-tenant"},"namespaceLabel":"tenant"},
+    "snapshot":{"cluster":"control-plane"}}"#;
+
+/// The benchmarks' tenant, owning half of the synthetic namespaces.
+pub const TENANT: &str = "acme";
+
+/// The filter's rewriters called natively, as the CLI does.
+pub mod native {
+    use std::rc::Rc;
+
+    use kubelet_scope_filter::body::BodyFilter;
+    use kubelet_scope_filter::catalog::{Catalog, RequestScope};
+    use kubelet_scope_filter::config::Config;
+    use kubelet_scope_filter::endpoint::{BodyKind, JsonEndpoint};
+    use kubelet_scope_filter::snapshot::Snapshot;
+
+    use crate::Kind;
+
+    pub struct Native {
+        scope: RequestScope,
+        max_json: usize,
+    }
+
+    impl Native {
+        pub fn new(config: &str, snapshot: &[u8], tenant: Option<&str>) -> Native {
+            let config = Config::parse(config.as_bytes()).expect("benchmark config");
+            let snapshot = Snapshot::parse(snapshot).expect("benchmark snapshot");
+            let catalog = Rc::new(Catalog::new(&config, Some(&snapshot)));
+            Native {
+                scope: RequestScope::new(catalog, tenant),
+                max_json: config.max_json_body_bytes,
+            }
+        }
+
+        /// Rewrites `body` in chunks of `chunk` bytes into `out` (cleared first).
+        pub fn rewrite(&self, kind: Kind, body: &[u8], chunk: usize, out: &mut Vec<u8>) {
+            let kind = match kind {
+                Kind::Exposition => BodyKind::Exposition,
+                Kind::StatsSummary => BodyKind::Json(JsonEndpoint::StatsSummary),
+                Kind::PodList => BodyKind::Json(JsonEndpoint::PodList),
+            };
+            out.clear();
+            let mut filter = BodyFilter::new(kind, self.scope.clone(), self.max_json);
+            for piece in body.chunks(chunk) {
+                filter.feed(piece, out).expect("benchmark body refused");
+            }
+            filter.finish(out).expect("benchmark body refused");
+        }
+    }
+}
