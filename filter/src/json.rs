@@ -215,6 +215,8 @@ pub struct JsonFilter {
     kept_any: bool,
 }
 
+#[cold]
+#[inline(never)]
 fn err(msg: impl std::fmt::Display) -> BodyError {
     BodyError(format!("kubelet-scope: cannot filter the JSON body: {msg}"))
 }
@@ -730,10 +732,10 @@ impl JsonFilter {
         if capture {
             self.start_capture(Capture::Key, i + 1);
         }
-        let j = skip_plain_inline(b, i + 1);
-        if b.get(j) != Some(&b'"') {
-            return Ok(Step::Resume(j, State::Str, true));
-        }
+        let j = match scan_string(b, i + 1) {
+            Ok(j) => j,
+            Err(at) => return Ok(Step::Resume(at, State::Str, true)),
+        };
         if capture {
             self.end_capture(b, j, depth, true)?;
         }
@@ -752,10 +754,10 @@ impl JsonFilter {
         }
         match c {
             b'"' => {
-                let j = skip_plain_inline(b, i + 1);
-                if b.get(j) != Some(&b'"') {
-                    return Ok(Step::Resume(j, State::Str, false));
-                }
+                let j = match scan_string(b, i + 1) {
+                    Ok(j) => j,
+                    Err(at) => return Ok(Step::Resume(at, State::Str, false)),
+                };
                 if self.capture != Capture::None {
                     self.end_capture(b, j, depth, false)?;
                 }
@@ -1084,6 +1086,35 @@ const HI: u64 = 0x8080_8080_8080_8080;
 #[inline]
 fn special(c: u8) -> bool {
     c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c)
+}
+
+/// Scans string content from `i` up to its closing quote, checking escapes and UTF-8
+/// sequences that lie in the chunk: `Ok(index of the quote)`, or `Err(index)` where
+/// the states have to take over (chunk end, surrogate escape, anything invalid).
+#[inline(always)]
+fn scan_string(b: &[u8], mut i: usize) -> Result<usize, usize> {
+    loop {
+        i = skip_plain_inline(b, i);
+        match b.get(i) {
+            Some(b'"') => return Ok(i),
+            Some(b'\\') => match b.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                Some(b'u') => match b.get(i + 2..i + 6).and_then(hex4_quick) {
+                    Some(v) if !(0xD800..=0xDFFF).contains(&v) => i += 6,
+                    _ => return Err(i),
+                },
+                _ => return Err(i),
+            },
+            Some(&c) if c >= 0x80 => {
+                let len = utf8_len(c);
+                match b.get(i..i + len) {
+                    Some(seq) if len > 0 && std::str::from_utf8(seq).is_ok() => i += len,
+                    _ => return Err(i),
+                }
+            }
+            _ => return Err(i),
+        }
+    }
 }
 
 /// [`skip_plain_inline`] for the scanner's main loop, which has no registers to
