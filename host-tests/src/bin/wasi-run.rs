@@ -1,18 +1,24 @@
 //! `wasi-run MODULE.wasm [ARGS…]`: runs a `wasm32-wasip1` command module on wasmtime
-//! with the arguments, the environment and stdio inherited, `/` and the current
-//! directory preopened, and exits with the module's exit code.
+//! with the arguments, the environment and stdio inherited and `/` preopened
+//! (absolute paths work; relative ones resolve against `/`), and exits with the
+//! module's exit code.
 //!
 //! Made to be cargo's runner for the wasm target, so that the pure modules' unit
 //! tests also run compiled to wasm:
 //!
 //! ```sh
-//! cargo build -p kubelet-scope-host-tests --bin wasi-run --release
-//! CARGO_TARGET_WASM32_WASIP1_RUNNER=$PWD/target/release/wasi-run \
-//!     cargo test -p kubelet-scope-filter --target wasm32-wasip1 --lib
+//! cargo build -p kubelet-scope-host-tests --bin wasi-run
+//! CARGO_TARGET_WASM32_WASIP1_RUNNER=$PWD/target/debug/wasi-run \
+//!     cargo test -p kubelet-scope-filter --target wasm32-wasip1 --lib --tests
 //! ```
 //!
-//! Wasm has no unwinding: a failing test aborts the whole test binary (non-zero
-//! exit), and `#[should_panic]` tests cannot pass.
+//! (The release profile's fat LTO makes a release build of wasmtime take very long
+//! on small machines; the debug runner only compiles each test module a little
+//! slower.) Test dependencies must build for WASI: `proptest` needs
+//! `default-features = false, features = ["std", "bit-set"]` (its default `fork`
+//! feature pulls in `wait-timeout`, which does not). Wasm has no unwinding: a
+//! failing test aborts the whole test binary (non-zero exit, the panic message is
+//! printed only with `--nocapture`), and `#[should_panic]` tests cannot pass.
 
 use std::process::ExitCode;
 
@@ -44,8 +50,10 @@ fn run() -> wasmtime::Result<u8> {
 
     let mut builder = WasiCtxBuilder::new();
     builder.inherit_stdio().inherit_env().args(&args);
+    // Only `/`: wasi-libc matches `/` and `.` preopens alike (both are the empty
+    // prefix), so with both absolute paths would resolve against `.`. Tests find
+    // their files through `env!("CARGO_MANIFEST_DIR")`, which is absolute.
     builder.preopened_dir("/", "/", FsPerms::ReadWrite)?;
-    builder.preopened_dir(".", ".", FsPerms::ReadWrite)?;
     let wasi: WasiP1Ctx = builder.build_p1();
 
     let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
