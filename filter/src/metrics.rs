@@ -1,6 +1,7 @@
-//! Names of the filter's metrics (defined with `proxy_define_metric`; Envoy exports
-//! them with its `wasmcustom` prefix, e.g. `envoy_wasmcustom_kubelet_scope_…` in its
-//! Prometheus output). Counters are shared by every VM of the Envoy; gauges are
+//! Names of the filter's metrics (defined with `proxy_define_metric`). Envoy keeps
+//! them in its `wasmcustom` stat namespace: `wasmcustom.kubelet_scope_…` in
+//! `/stats`, and plain `kubelet_scope_…` (namespace stripped, no `envoy_` prefix) in
+//! `/stats/prometheus`. Counters are shared by every VM of the Envoy; gauges are
 //! written by every VM with the same value.
 
 /// Counters: requests by decision.
