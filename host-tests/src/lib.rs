@@ -1619,3 +1619,37 @@ fn add_proxy_wasm(linker: &mut Linker<HostState>) -> Result<()> {
 
 /// Status for ABI calls this host does not implement (none used by the filter).
 pub const UNIMPLEMENTED: i32 = status::UNIMPLEMENTED;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip_in_the_abi_layout() {
+        let h = headers(&[(":status", "200"), ("x", "")]);
+        let bytes = serialize_pairs(&h);
+        assert_eq!(&bytes[..4], &2u32.to_le_bytes());
+        assert_eq!(deserialize_pairs(&bytes), Some(h));
+        assert_eq!(deserialize_pairs(&bytes[..bytes.len() - 3]), None);
+        assert_eq!(deserialize_pairs(b""), Some(vec![]));
+    }
+
+    #[test]
+    fn shared_data_cas_follows_proxy_wasm_cpp_host() {
+        let mut s = SharedData::default();
+        // A missing key is created whatever CAS is given.
+        assert_eq!(s.set("", b"k", b"1", 77), status::OK);
+        let (_, cas) = s.get("", b"k").unwrap();
+        assert_ne!(cas, 0);
+        assert_eq!(s.set("", b"k", b"2", cas + 1), status::CAS_MISMATCH);
+        assert_eq!(s.set("", b"k", b"2", cas), status::OK);
+        assert_eq!(s.set("", b"k", b"3", cas), status::CAS_MISMATCH);
+        // CAS 0 is unconditional; vm_ids are separate namespaces.
+        assert_eq!(s.set("", b"k", b"4", 0), status::OK);
+        assert_eq!(s.get("", b"k").map(|v| v.0), Some(b"4".to_vec()));
+        assert_eq!(s.get("other", b"k"), None);
+        s.cas = u32::MAX;
+        assert_eq!(s.next_cas(), u32::MAX);
+        assert_eq!(s.next_cas(), 1, "CAS values skip 0");
+    }
+}
