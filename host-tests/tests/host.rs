@@ -1055,3 +1055,65 @@ mod fuzz {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The configuration examples of the README stay valid.
+
+const README_INJECTION: &str = r#"{
+  "inject": {
+    "labels": {
+      "team": "team",
+      "cost-centre": "cost_centre"
+    },
+    "onConflict": "exported"
+  },
+  "snapshot": {
+    "cluster": "kubelet-scope-control-plane",
+    "path": "/v1/snapshot",
+    "pollTimeoutMs": 30000,
+    "maxStalenessSeconds": 300
+  }
+}"#;
+
+const README_TENANCY: &str = r#"{
+  "tenancy": {
+    "tenant": { "header": "x-tenant" },
+    "namespaceLabel": "tenant",
+    "staticNamespaces": { "platform": ["kube-system"] },
+    "nonNamespacedSeries": "drop",
+    "emptyNamespaceSeries": "drop",
+    "allowPodScopedPaths": true,
+    "allowInteractivePaths": false
+  },
+  "inject": { "labels": { "team": "team" } },
+  "snapshot": {
+    "cluster": "kubelet-scope-control-plane",
+    "maxStalenessSeconds": 120
+  },
+  "maxJsonBodyBytes": 33554432
+}"#;
+
+#[test]
+fn readme_configuration_examples_work() {
+    for (config, tenant) in [(README_INJECTION, None), (README_TENANCY, Some("acme"))] {
+        let proxy = proxy();
+        proxy.add_cluster("kubelet-scope-control-plane");
+        let mut vm = vm_with_snapshot(&proxy, config, Some(SNAPSHOT_V1)).unwrap();
+        let body = read(&testdata().join("cadvisor-k8s1.16-kind-containerd-datadog.txt"));
+        let ex = vm
+            .exchange(
+                get("/metrics/cadvisor", &tenant_header(tenant)),
+                &Upstream::ok(TEXT, &body, 16 << 10),
+            )
+            .unwrap();
+        let expected = native(
+            config,
+            Some(SNAPSHOT_V1),
+            "/metrics/cadvisor",
+            tenant,
+            &body,
+        );
+        assert_matches_native(&ex, &expected, config);
+        assert!(ex.body_text().contains("team=\"web\""));
+    }
+}
