@@ -1124,10 +1124,43 @@ fn skip_plain(b: &[u8], i: usize) -> usize {
     skip_plain_inline(b, i)
 }
 
+/// The index of the first byte at or after `i` that is [`special`] (or `b.len()`):
+/// with wasm SIMD (the release module is built with `simd128`) sixteen bytes at a
+/// time, then as below.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn skip_plain_inline(b: &[u8], mut i: usize) -> usize {
+    use core::arch::wasm32::{
+        u64x2, u8x16_bitmask, u8x16_eq, u8x16_ge, u8x16_splat, u8x16_sub, v128_or,
+    };
+    while let (Some(Ok(lo)), Some(Ok(hi))) = (
+        b.get(i..i + 8).map(<[u8; 8]>::try_from),
+        b.get(i + 8..i + 16).map(<[u8; 8]>::try_from),
+    ) {
+        let v = u64x2(u64::from_le_bytes(lo), u64::from_le_bytes(hi));
+        let quote = u8x16_eq(v, u8x16_splat(b'"'));
+        let backslash = u8x16_eq(v, u8x16_splat(b'\\'));
+        // Below 0x20 or from 0x80: outside 0x20..0x80 after subtracting 0x20.
+        let other = u8x16_ge(u8x16_sub(v, u8x16_splat(0x20)), u8x16_splat(0x60));
+        let mask = u8x16_bitmask(v128_or(v128_or(quote, backslash), other));
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    skip_plain_swar(b, i)
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn skip_plain_inline(b: &[u8], i: usize) -> usize {
+    skip_plain_swar(b, i)
+}
+
 /// The index of the first byte at or after `i` that is [`special`] (or `b.len()`),
 /// eight bytes at a time.
 #[inline(always)]
-fn skip_plain_inline(b: &[u8], mut i: usize) -> usize {
+fn skip_plain_swar(b: &[u8], mut i: usize) -> usize {
     while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
         let w = u64::from_le_bytes(word);
         // `w ^ 0x02` is below 0x21 exactly for control characters and `"`;
