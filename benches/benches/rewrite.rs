@@ -15,7 +15,9 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use kubelet_scope_benches::native::Native;
-use kubelet_scope_benches::{capture, synthetic, Kind, WasmGuest, FILTER_CONFIG, INJECT_CONFIG, TENANT};
+use kubelet_scope_benches::{
+    capture, synthetic, Kind, WasmGuest, FILTER_CONFIG, INJECT_CONFIG, TENANT,
+};
 
 /// Envoy hands the filter the body in slices of this order.
 const CHUNK: usize = 64 * 1024;
@@ -35,7 +37,9 @@ thread_local! {
 
 fn record(body: &str, case: &str, runtime: &'static str, elapsed: Duration, iters: u64) {
     MEASURED.with_borrow_mut(|m| {
-        let entry = m.entry((body.to_owned(), case.to_owned(), runtime)).or_default();
+        let entry = m
+            .entry((body.to_owned(), case.to_owned(), runtime))
+            .or_default();
         entry.0 += elapsed;
         entry.1 += iters;
     });
@@ -104,7 +108,9 @@ fn main() {
                 elapsed
             })
         });
-        guest.prepare(INJECT_CONFIG, &snapshot, None, &body.bytes).unwrap_or_else(|e| panic!("{e}"));
+        guest
+            .prepare(INJECT_CONFIG, &snapshot, None, &body.bytes)
+            .unwrap_or_else(|e| panic!("{e}"));
         group.bench_function(BenchmarkId::new("memcpy", "wasm"), |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
@@ -120,11 +126,23 @@ fn main() {
         for (case, config, tenant) in cases {
             let native = Native::new(config, &snapshot, tenant);
             native.rewrite(body.kind, &body.bytes, CHUNK, &mut out);
-            assert!(out.len() != body.bytes.len() || case == "memcpy", "{}: {case} changed nothing", body.name);
-            guest.prepare(config, &snapshot, tenant, &body.bytes).unwrap_or_else(|e| panic!("{e}"));
-            let len = guest.rewrite(body.kind, CHUNK as u32).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                out.len() != body.bytes.len() || case == "memcpy",
+                "{}: {case} changed nothing",
+                body.name
+            );
+            guest
+                .prepare(config, &snapshot, tenant, &body.bytes)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let len = guest
+                .rewrite(body.kind, CHUNK as u32)
+                .unwrap_or_else(|e| panic!("{e}"));
             let wasm_out = guest.output(len).unwrap_or_else(|e| panic!("{e}"));
-            assert!(wasm_out == out, "{}: {case}: wasm and native outputs differ", body.name);
+            assert!(
+                wasm_out == out,
+                "{}: {case}: wasm and native outputs differ",
+                body.name
+            );
 
             group.bench_function(BenchmarkId::new(case, "native"), |b| {
                 b.iter_custom(|iters| {
@@ -142,7 +160,11 @@ fn main() {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        black_box(guest.rewrite(body.kind, CHUNK as u32).unwrap_or_else(|e| panic!("{e}")));
+                        black_box(
+                            guest
+                                .rewrite(body.kind, CHUNK as u32)
+                                .unwrap_or_else(|e| panic!("{e}")),
+                        );
                     }
                     let elapsed = start.elapsed();
                     record(body.name, case, "wasm", elapsed, iters);
@@ -164,12 +186,18 @@ fn summarize(bodies: &[Body]) {
             .map(|(t, n)| t.as_secs_f64() / (*n).max(1) as f64)
     };
     println!();
-    println!("{:<26} {:<7} {:>10} {:>10} {:>12} {:>14} {:>12}", "body", "case", "native MB/s", "wasm MB/s", "wasm/native", "native/memcpy", "wasm/memcpy");
+    println!(
+        "{:<26} {:<7} {:>10} {:>10} {:>12} {:>14} {:>12}",
+        "body", "case", "native MB/s", "wasm MB/s", "wasm/native", "native/memcpy", "wasm/memcpy"
+    );
     let mut verdicts = Vec::new();
     for body in bodies {
         let bytes = body.bytes.len() as f64;
         for case in ["memcpy", "inject", "filter"] {
-            let (Some(native), Some(wasm)) = (mean(body.name, case, "native"), mean(body.name, case, "wasm")) else {
+            let (Some(native), Some(wasm)) = (
+                mean(body.name, case, "native"),
+                mean(body.name, case, "wasm"),
+            ) else {
                 continue;
             };
             let memcpy_native = mean(body.name, "memcpy", "native").unwrap_or(f64::NAN);
@@ -189,11 +217,23 @@ fn summarize(bodies: &[Body]) {
                 continue;
             }
             if body.kind == Kind::Exposition {
-                verdicts.push((format!("{} {case}: wasm >= 2000 MB/s", body.name), wasm_mbs >= 2000.0));
-                verdicts.push((format!("{} {case}: wasm >= 65% of native", body.name), native / wasm >= 0.65));
-                verdicts.push((format!("{} {case}: native <= 3x memcpy", body.name), native / memcpy_native <= 3.0));
+                verdicts.push((
+                    format!("{} {case}: wasm >= 2000 MB/s", body.name),
+                    wasm_mbs >= 2000.0,
+                ));
+                verdicts.push((
+                    format!("{} {case}: wasm >= 65% of native", body.name),
+                    native / wasm >= 0.65,
+                ));
+                verdicts.push((
+                    format!("{} {case}: native <= 3x memcpy", body.name),
+                    native / memcpy_native <= 3.0,
+                ));
             } else {
-                verdicts.push((format!("{} {case}: wasm >= 1000 MB/s", body.name), wasm_mbs >= 1000.0));
+                verdicts.push((
+                    format!("{} {case}: wasm >= 1000 MB/s", body.name),
+                    wasm_mbs >= 1000.0,
+                ));
             }
         }
     }

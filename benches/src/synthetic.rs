@@ -31,7 +31,9 @@ const CAPTURED: [&str; 7] = [
 /// The snapshot for the synthetic namespaces and those of the captures: five
 /// teams, and tenants `acme` and `globex` owning every other namespace.
 pub fn snapshot() -> Vec<u8> {
-    let names = (0..NAMESPACES).map(namespace).chain(CAPTURED.map(str::to_owned));
+    let names = (0..NAMESPACES)
+        .map(namespace)
+        .chain(CAPTURED.map(str::to_owned));
     let namespaces: BTreeMap<String, Value> = names
         .enumerate()
         .map(|(i, name)| {
@@ -68,8 +70,12 @@ pub fn cadvisor(pods: usize) -> Vec<u8> {
         for i in 0..pods {
             let template = real[i % real.len()];
             for line in family.get(template).into_iter().flatten() {
-                let line = namespace_label.replace(line, format!("namespace=\"{}\"", namespace(i)).as_str());
-                out.push_str(&line.replace(&format!("pod=\"{template}\""), &format!("pod=\"{template}-{i}\"")));
+                let line = namespace_label
+                    .replace(line, format!("namespace=\"{}\"", namespace(i)).as_str());
+                out.push_str(&line.replace(
+                    &format!("pod=\"{template}\""),
+                    &format!("pod=\"{template}-{i}\""),
+                ));
             }
         }
         family.clear();
@@ -108,21 +114,27 @@ pub fn pod_list(pods: usize) -> Vec<u8> {
             item["metadata"]["name"] = json!(name);
             item["metadata"]["namespace"] = json!(namespace(i));
             // What `kubectl apply` leaves on most workloads: the applied spec again.
-            let applied = serde_json::to_string(&json!({"metadata": item["metadata"], "spec": item["spec"]}))
-                .expect("serializes");
-            item["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json!(applied);
+            let applied =
+                serde_json::to_string(&json!({"metadata": item["metadata"], "spec": item["spec"]}))
+                    .expect("serializes");
+            item["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+                json!(applied);
             item
         })
         .collect();
-    serde_json::to_vec(&json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
-        .expect("serializes")
+    serde_json::to_vec(
+        &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}),
+    )
+    .expect("serializes")
 }
 
 /// A `/stats/summary` with `pods` pods (indented, as the kubelet writes it), from
 /// the Kubernetes 1.35 capture.
 pub fn stats_summary(pods: usize) -> Vec<u8> {
-    let mut summary: Value =
-        serde_json::from_slice(&capture("stats-summary-k8s1.35-minikube-containerd2.2-nri.json")).expect("parses");
+    let mut summary: Value = serde_json::from_slice(&capture(
+        "stats-summary-k8s1.35-minikube-containerd2.2-nri.json",
+    ))
+    .expect("parses");
     let templates = summary["pods"].as_array().cloned().unwrap_or_default();
     let scaled: Vec<Value> = (0..pods)
         .map(|i| {

@@ -28,8 +28,12 @@ impl WasmGuest {
         config.wasm_simd(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config)?;
-        let module = Module::from_file(&engine, path)
-            .map_err(|e| format!("cannot load {}: {e} (run `make bench`, which builds it)", path.display()))?;
+        let module = Module::from_file(&engine, path).map_err(|e| {
+            format!(
+                "cannot load {}: {e} (run `make bench`, which builds it)",
+                path.display()
+            )
+        })?;
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx| ctx)?;
         // The guest links the whole filter crate, whose proxy-wasm glue imports the
@@ -40,7 +44,9 @@ impl WasmGuest {
         if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
             init.call(&mut store, ())?;
         }
-        let memory = instance.get_memory(&mut store, "memory").ok_or("guest exports no memory")?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or("guest exports no memory")?;
         Ok(WasmGuest {
             buffer: instance.get_typed_func(&mut store, "buffer")?,
             configure: instance.get_typed_func(&mut store, "configure")?,
@@ -60,7 +66,13 @@ impl WasmGuest {
     }
 
     /// Sets the configuration, snapshot and tenant, and the body to rewrite.
-    pub fn prepare(&mut self, config: &str, snapshot: &[u8], tenant: Option<&str>, body: &[u8]) -> Result<(), Error> {
+    pub fn prepare(
+        &mut self,
+        config: &str,
+        snapshot: &[u8],
+        tenant: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), Error> {
         self.write(0, config.as_bytes())?;
         self.write(1, snapshot)?;
         self.write(2, tenant.unwrap_or("").as_bytes())?;

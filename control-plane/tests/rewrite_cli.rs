@@ -52,7 +52,8 @@ struct Files {
 
 impl Files {
     fn new(name: &str) -> Files {
-        let dir = std::env::temp_dir().join(format!("kubelet-scope-cli-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("kubelet-scope-cli-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Files { dir }
     }
@@ -87,7 +88,12 @@ fn text_fixtures() -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     found.sort();
     found
@@ -98,18 +104,40 @@ fn every_rewritten_capture_parses_with_promtool() {
     let promtool = promtool();
     let files = Files::new("promtool");
     let snapshot = files.write("snapshot.json", SNAPSHOT);
-    let configs = [("inject", files.write("inject.json", INJECT)), ("tenant", files.write("tenant.json", TENANT)), ("both", files.write("both.json", BOTH))];
+    let configs = [
+        ("inject", files.write("inject.json", INJECT)),
+        ("tenant", files.write("tenant.json", TENANT)),
+        ("both", files.write("both.json", BOTH)),
+    ];
     let mut checked = 0;
     for (name, body) in text_fixtures() {
         // Only classic Prometheus text is fed to promtool's strict 0.0.4 parser.
         let original = run(&promtool, &["check", "metrics"], &body);
-        assert_ne!(original.status.code(), Some(1), "{name}: capture itself does not parse");
+        assert_ne!(
+            original.status.code(),
+            Some(1),
+            "{name}: capture itself does not parse"
+        );
         for (mode, config) in &configs {
             let out = cli(
-                &["rewrite", "--config", config, "--snapshot", &snapshot, "--path", "/metrics/cadvisor", "--tenant", "acme"],
+                &[
+                    "rewrite",
+                    "--config",
+                    config,
+                    "--snapshot",
+                    &snapshot,
+                    "--path",
+                    "/metrics/cadvisor",
+                    "--tenant",
+                    "acme",
+                ],
                 &body,
             );
-            assert!(out.status.success(), "{name} {mode}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{name} {mode}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let check = run(&promtool, &["check", "metrics"], &out.stdout);
             // promtool exits 1 on parse errors and 3 on lint findings (naming), which
             // the kubelet's own bodies already have.
@@ -131,17 +159,35 @@ fn chunk_size_does_not_change_the_output() {
     let files = Files::new("chunks");
     let snapshot = files.write("snapshot.json", SNAPSHOT);
     let config = files.write("both.json", BOTH);
-    let body = std::fs::read(root().join("testdata/kubelet/cadvisor-k8s1.35-minikube-containerd2.2-nri.txt")).unwrap();
+    let body = std::fs::read(
+        root().join("testdata/kubelet/cadvisor-k8s1.35-minikube-containerd2.2-nri.txt"),
+    )
+    .unwrap();
     let args = |chunk: &'static str| {
-        ["rewrite", "--config", &config, "--snapshot", &snapshot, "--path", "/metrics/cadvisor", "--chunk-size", chunk]
-            .map(str::to_owned)
+        [
+            "rewrite",
+            "--config",
+            &config,
+            "--snapshot",
+            &snapshot,
+            "--path",
+            "/metrics/cadvisor",
+            "--chunk-size",
+            chunk,
+        ]
+        .map(str::to_owned)
     };
     let reference = cli(&args("65536").each_ref().map(String::as_str), &body);
     assert!(reference.status.success());
-    assert!(String::from_utf8_lossy(&reference.stdout).contains("team=\"observability \\\"o11y\\\"\""));
+    assert!(
+        String::from_utf8_lossy(&reference.stdout).contains("team=\"observability \\\"o11y\\\"\"")
+    );
     for chunk in ["1", "13", "4096", "1000000"] {
         let out = cli(&args(chunk).each_ref().map(String::as_str), &body);
-        assert!(out.stdout == reference.stdout, "chunk size {chunk} changes the output");
+        assert!(
+            out.stdout == reference.stdout,
+            "chunk size {chunk} changes the output"
+        );
     }
 }
 
@@ -159,7 +205,16 @@ fn exit_codes() {
         cli(&all, body)
     };
 
-    let ok = rewrite(&["--config", &tenant, "--snapshot", &snapshot, "--path", "/metrics", "--tenant", "acme"]);
+    let ok = rewrite(&[
+        "--config",
+        &tenant,
+        "--snapshot",
+        &snapshot,
+        "--path",
+        "/metrics",
+        "--tenant",
+        "acme",
+    ]);
     assert_eq!(ok.status.code(), Some(0));
     assert_eq!(ok.stdout, b"m{namespace=\"scraper\"} 1\n");
 
@@ -167,39 +222,108 @@ fn exit_codes() {
     let out = rewrite(&["--config", &bad, "--path", "/metrics"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("allowPodScoped"));
-    let out = rewrite(&["--config", &tenant, "--path", "/metrics", "--tenant", "acme"]);
+    let out = rewrite(&[
+        "--config", &tenant, "--path", "/metrics", "--tenant", "acme",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--snapshot"));
     assert_eq!(rewrite(&["--config", &tenant]).status.code(), Some(2));
-    assert_eq!(rewrite(&["--config", &both, "--snapshot", &snapshot, "--path", "/metrics", "--chunk-size", "0"]).status.code(), Some(2));
-    let out = rewrite(&["--config", &both, "--snapshot", &snapshot, "--path", "/metrics", "--tenant", "ops"]);
-    assert_eq!(out.status.code(), Some(2), "--tenant must match a static tenant");
+    assert_eq!(
+        rewrite(&[
+            "--config",
+            &both,
+            "--snapshot",
+            &snapshot,
+            "--path",
+            "/metrics",
+            "--chunk-size",
+            "0"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    let out = rewrite(&[
+        "--config",
+        &both,
+        "--snapshot",
+        &snapshot,
+        "--path",
+        "/metrics",
+        "--tenant",
+        "ops",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--tenant must match a static tenant"
+    );
 
     // 3: refused, with the reason, and nothing on stdout.
     for (args, reason) in [
-        (vec!["--path", "/configz", "--tenant", "acme"], "not available to tenants"),
-        (vec!["--path", "/exec/scraper/pod/c", "--tenant", "acme"], "pod-scoped"),
+        (
+            vec!["--path", "/configz", "--tenant", "acme"],
+            "not available to tenants",
+        ),
+        (
+            vec!["--path", "/exec/scraper/pod/c", "--tenant", "acme"],
+            "pod-scoped",
+        ),
         (vec!["--path", "/metrics"], "no tenant"),
-        (vec!["--path", "/metrics", "--tenant", "nobody"], "unknown tenant"),
+        (
+            vec!["--path", "/metrics", "--tenant", "nobody"],
+            "unknown tenant",
+        ),
     ] {
         let mut all = vec!["--config", tenant.as_str(), "--snapshot", snapshot.as_str()];
         all.extend(args);
         let out = rewrite(&all);
         assert_eq!(out.status.code(), Some(3), "{all:?}");
         assert!(out.stdout.is_empty());
-        assert!(String::from_utf8_lossy(&out.stderr).contains(reason), "{all:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(reason),
+            "{all:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let broken = cli(
-        &["rewrite", "--config", &tenant, "--snapshot", &snapshot, "--path", "/metrics", "--tenant", "acme"],
+        &[
+            "rewrite",
+            "--config",
+            &tenant,
+            "--snapshot",
+            &snapshot,
+            "--path",
+            "/metrics",
+            "--tenant",
+            "acme",
+        ],
         b"m{namespace=\"scraper\"} 1\nm{namespace=\"scraper\" 2\n",
     );
     assert_eq!(broken.status.code(), Some(3));
-    assert!(broken.stdout.is_empty(), "a refused body must not be partly written");
+    assert!(
+        broken.stdout.is_empty(),
+        "a refused body must not be partly written"
+    );
     let json = cli(
-        &["rewrite", "--config", &tenant, "--snapshot", &snapshot, "--path", "/pods", "--tenant", "acme"],
+        &[
+            "rewrite",
+            "--config",
+            &tenant,
+            "--snapshot",
+            &snapshot,
+            "--path",
+            "/pods",
+            "--tenant",
+            "acme",
+        ],
         br#"{"kind":"PodList","items":[{"metadata":{"name":"x"}}]}"#,
     );
-    assert_eq!(json.status.code(), Some(3), "a pod without a namespace is refused");
+    assert_eq!(
+        json.status.code(),
+        Some(3),
+        "a pod without a namespace is refused"
+    );
 }
 
 #[test]
@@ -213,7 +337,13 @@ fn check_config_and_label_name() {
     let out = cli(&["check-config", &bad], b"");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("app_kubernetes_io_team"));
-    assert_eq!(cli(&["check-config", "/nonexistent"], b"").status.code(), Some(2));
-    let out = cli(&["label-name", "app.kubernetes.io/team", "cost-centre"], b"");
+    assert_eq!(
+        cli(&["check-config", "/nonexistent"], b"").status.code(),
+        Some(2)
+    );
+    let out = cli(
+        &["label-name", "app.kubernetes.io/team", "cost-centre"],
+        b"",
+    );
     assert_eq!(out.stdout, b"app_kubernetes_io_team\ncost_centre\n");
 }

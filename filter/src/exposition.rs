@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use memchr::{memchr2, memchr_iter};
+use memchr::{memchr2, memchr2_iter, memchr3, memchr_iter};
 
 use crate::body::{BodyError, Counters};
 use crate::catalog::{NamespaceEntry, RequestScope, Visibility};
@@ -361,11 +361,9 @@ impl State {
         name_start: usize,
     ) -> Result<Edit<'s>, BodyError> {
         self.counters.seen += 1;
+        // A name ends at its label set or at the blank before the value.
         let name_end = name_start
-            + line[name_start..]
-                .iter()
-                .position(|&b| matches!(b, b'{' | b' ' | b'\t' | b'\r'))
-                .unwrap_or(line.len() - name_start);
+            + memchr3(b'{', b' ', b'\t', &line[name_start..]).unwrap_or(line.len() - name_start);
         let brace = skip_whitespace(line, name_end);
         let injection = scope.catalog().injection();
         let set = if line.get(brace) == Some(&b'{') {
@@ -585,7 +583,81 @@ fn for_each_item(
 
 /// Parses the label set whose `{` is at `open`. `injected` are the label names an
 /// injection may write: a scraped label with one of these names is a conflict.
+///
+/// Nearly every kubelet line has the shape `{name="value",name="value"}`: bare
+/// names, no blanks, no backslash. That shape is parsed by
+/// [`parse_plain_label_set`] with one SIMD scan for quotes; anything else (and any
+/// error) goes through the full grammar of [`for_each_item`].
 fn parse_label_set(
+    line: &[u8],
+    open: usize,
+    injected: &[Box<[u8]>],
+) -> Result<LabelSet, &'static str> {
+    match parse_plain_label_set(line, open, injected) {
+        Some(set) => Ok(set),
+        None => parse_any_label_set(line, open, injected),
+    }
+}
+
+/// The fast path: a label set of bare names and values without backslashes,
+/// with no blanks, where every `"` delimits a value. Returns `None` as soon as
+/// the line leaves that shape, so that the result, when there is one, is exactly
+/// what the full grammar gives.
+fn parse_plain_label_set(line: &[u8], open: usize, injected: &[Box<[u8]>]) -> Option<LabelSet> {
+    let base = open + 1;
+    let mut set = LabelSet {
+        open,
+        close: base,
+        insert_at: base,
+        namespace: None,
+        quoted_name: None,
+        conflict: false,
+    };
+    if line.get(base) == Some(&b'}') {
+        return Some(set);
+    }
+    // Offsets of every `"` and `\` after the `{`; a backslash leaves the fast path.
+    let mut delimiters = memchr2_iter(b'"', b'\\', line.get(base..)?).map(|at| base + at);
+    let mut name_start = base;
+    loop {
+        let value_open = delimiters.next()?;
+        let value_close = delimiters.next()?;
+        if line[value_open] != b'"' || line[value_close] != b'"' {
+            return None;
+        }
+        let name = line.get(name_start..value_open.checked_sub(1)?)?;
+        if line[value_open - 1] != b'='
+            || name.is_empty()
+            || !name.iter().all(|&b| is_label_name_byte(b))
+        {
+            return None;
+        }
+        if name == b"namespace" {
+            if set.namespace.is_some() {
+                return None;
+            }
+            set.namespace = Some(value_open + 1..value_close);
+        } else if injected.iter().any(|n| **n == *name) {
+            set.conflict = true;
+        }
+        set.insert_at = value_close + 1;
+        match (line.get(value_close + 1), line.get(value_close + 2)) {
+            (Some(b'}'), _) => {
+                set.close = value_close + 1;
+                return Some(set);
+            }
+            (Some(b','), Some(b'}')) => {
+                set.close = value_close + 2;
+                return Some(set);
+            }
+            (Some(b','), _) => name_start = value_close + 2,
+            _ => return None,
+        }
+    }
+}
+
+/// The full grammar: quoted names, blanks, escapes, and precise errors.
+fn parse_any_label_set(
     line: &[u8],
     open: usize,
     injected: &[Box<[u8]>],
@@ -950,6 +1022,33 @@ mod tests {
                 "m{{namespace=\"bank\",team=\"money\"}} 1\n{long}m{{namespace=\"bank\"}} 1\n"
             );
             assert!(out == want.as_bytes(), "chunk {chunk}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whenever the fast path answers, it answers exactly what the full grammar
+        /// does; and it answers for the plain shape kubelets write.
+        #[test]
+        fn fast_path_agrees_with_the_full_grammar(
+            set in "\\{([a-z_]{1,4}|namespace|team)=\"[a-z\\\\\"{},= ]{0,4}\"(,([a-z_]{1,4}|namespace|team)=\"[a-z{},= ]{0,4}\"){0,3},?\\}",
+            noise in "[ ,=\"\\\\a{}]{0,2}",
+            at in 0usize..40,
+        ) {
+            let injected: Vec<Box<[u8]>> = vec![b"team".to_vec().into()];
+            let mut line = format!("m{set} 1").into_bytes();
+            let plain = parse_plain_label_set(&line, 1, &injected);
+            let valid = parse_any_label_set(&line, 1, &injected).is_ok();
+            if valid && !set.contains(['\\', ' ']) && set.matches("namespace=").count() <= 1 {
+                proptest::prop_assert!(plain.is_some(), "plain shape not recognised: {}", set);
+            }
+            if let Some(fast) = plain {
+                proptest::prop_assert_eq!(Ok(fast), parse_any_label_set(&line, 1, &injected));
+            }
+            let at = 1 + at % (line.len() - 1);
+            line.splice(at..at, noise.bytes());
+            if let Some(fast) = parse_plain_label_set(&line, 1, &injected) {
+                proptest::prop_assert_eq!(Ok(fast), parse_any_label_set(&line, 1, &injected));
+            }
         }
     }
 

@@ -28,7 +28,11 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     found.sort();
-    assert!(found.len() >= 12, "text captures missing from {}", dir.display());
+    assert!(
+        found.len() >= 12,
+        "text captures missing from {}",
+        dir.display()
+    );
     found
 }
 
@@ -44,7 +48,10 @@ fn oracle_namespace(line: &str) -> Option<String> {
 }
 
 fn lines(body: &[u8]) -> Vec<&str> {
-    std::str::from_utf8(body).unwrap().split_inclusive('\n').collect()
+    std::str::from_utf8(body)
+        .unwrap()
+        .split_inclusive('\n')
+        .collect()
 }
 
 /// Every namespace in the capture gets a team (one with a value that needs
@@ -63,12 +70,22 @@ fn snapshot_for(body: &[u8]) -> (Snapshot, BTreeMap<String, String>, BTreeMap<St
         namespaces: BTreeMap::new(),
     };
     for (i, ns) in namespaces.iter().enumerate() {
-        let team = if i == 0 { format!("a \"quoted\\ {ns}\nteam") } else { format!("team-{ns}") };
+        let team = if i == 0 {
+            format!("a \"quoted\\ {ns}\nteam")
+        } else {
+            format!("team-{ns}")
+        };
         let tenant = if i % 2 == 0 { "acme" } else { "globex" };
         teams.insert(ns.clone(), team.clone());
         tenants.insert(ns.clone(), tenant.to_owned());
-        let labels = BTreeMap::from([("team".to_owned(), team), ("tenant".to_owned(), tenant.to_owned())]);
-        snapshot.namespaces.insert(ns.clone(), kubelet_scope_filter::snapshot::NamespaceLabels { labels });
+        let labels = BTreeMap::from([
+            ("team".to_owned(), team),
+            ("tenant".to_owned(), tenant.to_owned()),
+        ]);
+        snapshot.namespaces.insert(
+            ns.clone(),
+            kubelet_scope_filter::snapshot::NamespaceLabels { labels },
+        );
     }
     (snapshot, teams, tenants)
 }
@@ -98,7 +115,13 @@ fn run(scope: &RequestScope, body: &[u8], chunks: &[usize]) -> Vec<u8> {
 /// chunkings give the same bytes.
 fn run_all_splits(name: &str, scope: &RequestScope, body: &[u8]) -> Vec<u8> {
     let whole = run(scope, body, &[body.len().max(1)]);
-    let mut chunkings: Vec<Vec<usize>> = vec![vec![7], vec![1000], vec![4093], vec![65536], vec![3, 1, 250]];
+    let mut chunkings: Vec<Vec<usize>> = vec![
+        vec![7],
+        vec![1000],
+        vec![4093],
+        vec![65536],
+        vec![3, 1, 250],
+    ];
     if body.len() < 300_000 {
         chunkings.push(vec![1]);
     }
@@ -116,13 +139,19 @@ fn run_all_splits(name: &str, scope: &RequestScope, body: &[u8]) -> Vec<u8> {
         chunkings.push(sizes);
     }
     for chunks in chunkings {
-        assert!(run(scope, body, &chunks) == whole, "{name}: chunking {chunks:?} differs");
+        assert!(
+            run(scope, body, &chunks) == whole,
+            "{name}: chunking {chunks:?} differs"
+        );
     }
     whole
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[test]
@@ -145,7 +174,10 @@ fn injection_adds_exactly_the_namespace_labels() {
                 None => want.push_str(line),
             }
         }
-        assert!(out == want.as_bytes(), "{name}: injected output differs from expectation");
+        assert!(
+            out == want.as_bytes(),
+            "{name}: injected output differs from expectation"
+        );
         if name.starts_with("cadvisor") {
             assert!(injected > 100, "{name}: only {injected} series injected");
         }
@@ -175,7 +207,10 @@ fn tenants_see_only_their_namespaces() {
             let mut meta = String::new();
             let mut family = String::new();
             for line in lines(&body) {
-                if let Some(rest) = ["# HELP ", "# TYPE "].iter().find_map(|p| line.strip_prefix(p)) {
+                if let Some(rest) = ["# HELP ", "# TYPE "]
+                    .iter()
+                    .find_map(|p| line.strip_prefix(p))
+                {
                     let f = rest.split([' ', '\n']).next().unwrap();
                     if f != family {
                         meta.clear();
@@ -194,7 +229,10 @@ fn tenants_see_only_their_namespaces() {
                     want.push_str(line);
                 }
             }
-            assert!(out == want.as_bytes(), "{name}: {tenant}'s view differs from expectation");
+            assert!(
+                out == want.as_bytes(),
+                "{name}: {tenant}'s view differs from expectation"
+            );
         }
     }
 }

@@ -97,11 +97,21 @@ fn series() -> impl Strategy<Value = Series> {
             Just(r#" 1 # {trace_id="x",namespace="bank"} 1 1.5"#.to_owned()),
         ],
     )
-        .prop_map(|(labels, namespace, quoted_name, blanks, trailing_comma, tail)| {
-            let items: Vec<String> = labels.iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
-            let namespace = namespace.map(|(ns, at)| (ns, at.min(items.len())));
-            Series { items, namespace, quoted_name, blanks, trailing_comma, tail }
-        })
+        .prop_map(
+            |(labels, namespace, quoted_name, blanks, trailing_comma, tail)| {
+                let items: Vec<String> =
+                    labels.iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
+                let namespace = namespace.map(|(ns, at)| (ns, at.min(items.len())));
+                Series {
+                    items,
+                    namespace,
+                    quoted_name,
+                    blanks,
+                    trailing_comma,
+                    tail,
+                }
+            },
+        )
 }
 
 fn body() -> impl Strategy<Value = (Vec<Family>, bool)> {
@@ -154,11 +164,19 @@ fn render_series(family: &str, s: &Series, extra: Option<&str>, eol: &str) -> St
 }
 
 fn metadata(f: &Family, eol: &str) -> String {
-    let sample_name = |s: &Series| if s.quoted_name { format!("\"{}.x\"", f.name) } else { f.name.clone() };
+    let sample_name = |s: &Series| {
+        if s.quoted_name {
+            format!("\"{}.x\"", f.name)
+        } else {
+            f.name.clone()
+        }
+    };
     let name = f.series.first().map_or(f.name.clone(), sample_name);
     let mut out = String::new();
     if f.help {
-        out.push_str(&format!("# HELP {name} Help with \\\\ and \\n escapes.{eol}"));
+        out.push_str(&format!(
+            "# HELP {name} Help with \\\\ and \\n escapes.{eol}"
+        ));
     }
     out.push_str(&format!("# TYPE {name} gauge{eol}"));
     out
@@ -186,7 +204,9 @@ fn render(families: &[Family], crlf: bool, mode: Mode) -> String {
             let ns = s.namespace.as_ref().map(|(ns, _)| ns.as_str());
             match mode {
                 Mode::Input => kept.push_str(&render_series(&f.name, s, None, eol)),
-                Mode::Injected => kept.push_str(&render_series(&f.name, s, ns.and_then(team_of), eol)),
+                Mode::Injected => {
+                    kept.push_str(&render_series(&f.name, s, ns.and_then(team_of), eol))
+                }
                 Mode::Acme => {
                     let visible = match ns {
                         None => true,
@@ -220,7 +240,10 @@ fn scope(config: &str, tenant: Option<&str>) -> RequestScope {
 }
 
 fn inject_scope() -> RequestScope {
-    scope(r#"{"inject":{"labels":{"team":"team"}},"snapshot":{"cluster":"cp"}}"#, None)
+    scope(
+        r#"{"inject":{"labels":{"team":"team"}},"snapshot":{"cluster":"cp"}}"#,
+        None,
+    )
 }
 
 fn acme_scope() -> RequestScope {
@@ -278,9 +301,7 @@ proptest! {
                 let mut r = Rewriter::new(scope.clone());
                 let mut out = Vec::new();
                 for c in chunks {
-                    if let Err(e) = r.feed(c, &mut out) {
-                        return Err(e);
-                    }
+                    r.feed(c, &mut out)?;
                 }
                 r.finish(&mut out).map(|()| out)
             };
@@ -300,10 +321,13 @@ proptest! {
 fn conflicts_leave_unique_label_names() {
     for mode in ["exported", "keep", "overwrite"] {
         let s = scope(
-            &format!(r#"{{"inject":{{"labels":{{"team":"team"}},"onConflict":"{mode}"}},"snapshot":{{"cluster":"cp"}}}}"#),
+            &format!(
+                r#"{{"inject":{{"labels":{{"team":"team"}},"onConflict":"{mode}"}},"snapshot":{{"cluster":"cp"}}}}"#
+            ),
             None,
         );
-        let body = "m{team=\"a\",namespace=\"shop\",exported_team=\"b\", x=\"team=\\\"c\\\"\" ,} 1\n";
+        let body =
+            "m{team=\"a\",namespace=\"shop\",exported_team=\"b\", x=\"team=\\\"c\\\"\" ,} 1\n";
         let out = String::from_utf8(rewrite(&s, body.as_bytes(), &[])).unwrap();
         let names: Vec<&str> = out
             .split(['{', ','])
@@ -314,7 +338,11 @@ fn conflicts_leave_unique_label_names() {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(names.len(), unique.len(), "{mode}: {out}");
-        let want_team = if mode == "keep" { "team=\"a\"" } else { r#"team="web\\shop""# };
+        let want_team = if mode == "keep" {
+            "team=\"a\""
+        } else {
+            r#"team="web\\shop""#
+        };
         assert!(out.contains(want_team), "{mode}: {out}");
     }
 }

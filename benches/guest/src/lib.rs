@@ -56,9 +56,14 @@ pub extern "C" fn configure() -> u32 {
         let Ok(snapshot) = Snapshot::parse(&g.buffers[SNAPSHOT]) else {
             return 2;
         };
-        let tenant = std::str::from_utf8(&g.buffers[TENANT]).ok().filter(|t| !t.is_empty());
+        let tenant = std::str::from_utf8(&g.buffers[TENANT])
+            .ok()
+            .filter(|t| !t.is_empty());
         let catalog = Rc::new(Catalog::new(&config, Some(&snapshot)));
-        g.scope = Some((RequestScope::new(catalog, tenant), config.max_json_body_bytes));
+        g.scope = Some((
+            RequestScope::new(catalog, tenant),
+            config.max_json_body_bytes,
+        ));
         0
     })
 }
