@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use crate::labels;
 
-/// Default cap on a buffered JSON body (`/stats/summary`, `/pods`): 32 MiB.
+/// Default cap on what the JSON filter holds back at once (one `/pods` item or
+/// `/stats/summary` pod, which must be complete before its namespace is known):
+/// 32 MiB. The body as a whole streams and has no cap.
 pub const DEFAULT_MAX_JSON_BODY_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
