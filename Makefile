@@ -15,7 +15,7 @@ PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 .PHONY: test demo setup-rust lint unit wasm cli bench fuzz
 
 # Each area adds its test target to this list.
-TEST_TARGETS := lint unit host-tests
+TEST_TARGETS := lint unit control-plane-it host-tests
 
 test: $(TEST_TARGETS)
 	@echo "make test: all passed"
@@ -59,6 +59,22 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECONDS)
+
+# The control plane against a real kube-apiserver v1.20 + etcd, built from Debian
+# bookworm sources on the first run (~6-10 min on 2 cores, cached in .cache/kube).
+.PHONY: kube-apiserver control-plane-it bench-control-plane
+kube-apiserver:
+	control-plane/hack/kube-apiserver.sh build
+
+control-plane-it: setup-rust kube-apiserver
+	cargo test -p kubelet-scope --test apiserver -- --ignored --test-threads 2
+
+# Not a test: N concurrent long-poll clients (FANOUT_CLIENTS, default 100,1000,5000)
+# against one `serve`; prints latency from a label change to each client's 200,
+# server memory and CPU.
+bench-control-plane: kube-apiserver cli
+	ulimit -n 20000 2>/dev/null || true; \
+	KUBELET_SCOPE_BIN=$(CURDIR)/$(CLI) cargo run --release -p kubelet-scope --example fanout
 
 # The release filter in a proxy-wasm host on wasmtime (host-tests/): Envoy's ABI
 # semantics, streaming output equal to the CLI's, lease, staleness, fuzzing, memory.

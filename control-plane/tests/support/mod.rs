@@ -157,6 +157,19 @@ pub async fn client_for(kubeconfig: &Path) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// The `kubelet-scope` binary: cargo's for tests, `KUBELET_SCOPE_BIN` for the
+/// fan-out example (examples get no `CARGO_BIN_EXE_*`).
+fn binary() -> PathBuf {
+    match (
+        std::env::var_os("KUBELET_SCOPE_BIN"),
+        option_env!("CARGO_BIN_EXE_kubelet-scope"),
+    ) {
+        (Some(path), _) => path.into(),
+        (None, Some(path)) => path.into(),
+        (None, None) => panic!("set KUBELET_SCOPE_BIN to the kubelet-scope binary"),
+    }
+}
+
 /// A running `kubelet-scope serve`.
 pub struct Serve {
     child: Child,
@@ -179,7 +192,7 @@ impl Serve {
     pub fn start(args: &[&str], kubeconfig: Option<&Path>, log_dir: &Path) -> Serve {
         let port = free_port();
         let log = log_dir.join(format!("serve-{port}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubelet-scope"));
+        let mut cmd = Command::new(binary());
         cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
