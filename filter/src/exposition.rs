@@ -11,18 +11,19 @@
 //! series) or the chunk ends.
 //!
 //! Sample lines are parsed, not grepped: the label set is walked item by item,
-//! skipping quoted values with `memchr2` on `"` and `\`, so `exported_namespace`, a
-//! value that contains `namespace="x"`, and `{`, `}` or `,` inside values never
-//! confuse it. Everything after the label set (value, timestamp, OpenMetrics
+//! skipping each quoted value to its next `"` or `\` (the inlined scans of
+//! `scan.rs`), so `exported_namespace`, a value that contains `namespace="x"`,
+//! and `{`, `}` or `,` inside values never confuse it. Everything after the label set (value, timestamp, OpenMetrics
 //! exemplar `# {…} v`) is copied untouched.
 
 use std::ops::Range;
 
-use memchr::{memchr2, memchr2_iter, memchr3, memchr_iter};
+use memchr::{memchr3, memchr_iter};
 
 use crate::body::{BodyError, Counters};
 use crate::catalog::{NamespaceEntry, RequestScope, Visibility};
 use crate::config::OnConflict;
+use crate::scan::{find_quote_or_backslash, skip_label_name};
 
 /// Longest line accepted. A longer one fails closed in tenant mode; in
 /// injection-only mode the rest of the body passes through unchanged.
@@ -488,16 +489,12 @@ fn skip_whitespace(line: &[u8], mut i: usize) -> usize {
 /// honouring `\` escapes.
 fn end_of_quoted(bytes: &[u8], mut from: usize) -> Option<usize> {
     loop {
-        let at = from + memchr2(b'"', b'\\', bytes.get(from..)?)?;
-        if bytes[at] == b'"' {
+        let at = find_quote_or_backslash(bytes, from);
+        if *bytes.get(at)? == b'"' {
             return Some(at);
         }
         from = at + 2;
     }
-}
-
-fn is_label_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
 
 /// One item of a label set.
@@ -538,9 +535,7 @@ fn for_each_item(
                 (i + 1..end, end + 1, true)
             }
             Some(_) => {
-                while line.get(i).copied().is_some_and(is_label_name_byte) {
-                    i += 1;
-                }
+                i = skip_label_name(line, i);
                 if i == start {
                     return Err("expected a label name");
                 }
@@ -586,7 +581,7 @@ fn for_each_item(
 ///
 /// Nearly every kubelet line has the shape `{name="value",name="value"}`: bare
 /// names, no blanks, no backslash. That shape is parsed by
-/// [`parse_plain_label_set`] with one SIMD scan for quotes; anything else (and any
+/// [`parse_plain_label_set`] with the inlined scans of `scan.rs`; anything else (and any
 /// error) goes through the full grammar of [`for_each_item`].
 fn parse_label_set(
     line: &[u8],
@@ -616,22 +611,21 @@ fn parse_plain_label_set(line: &[u8], open: usize, injected: &[Box<[u8]>]) -> Op
     if line.get(base) == Some(&b'}') {
         return Some(set);
     }
-    // Offsets of every `"` and `\` after the `{`; a backslash leaves the fast path.
-    let mut delimiters = memchr2_iter(b'"', b'\\', line.get(base..)?).map(|at| base + at);
     let mut name_start = base;
     loop {
-        let value_open = delimiters.next()?;
-        let value_close = delimiters.next()?;
-        if line[value_open] != b'"' || line[value_close] != b'"' {
+        // A bare name, then `="`: the name holds no `"`, so that quote is the
+        // first one after `name_start`, as the full grammar also finds it.
+        let name_end = skip_label_name(line, name_start);
+        if name_end == name_start || line.get(name_end..name_end + 2) != Some(b"=\"") {
             return None;
         }
-        let name = line.get(name_start..value_open.checked_sub(1)?)?;
-        if line[value_open - 1] != b'='
-            || name.is_empty()
-            || !name.iter().all(|&b| is_label_name_byte(b))
-        {
+        let value_open = name_end + 1;
+        // The value ends at the next `"`; a backslash leaves the fast path.
+        let value_close = find_quote_or_backslash(line, value_open + 1);
+        if line.get(value_close) != Some(&b'"') {
             return None;
         }
+        let name = &line[name_start..name_end];
         if name == b"namespace" {
             if set.namespace.is_some() {
                 return None;

@@ -15,6 +15,7 @@ pub mod json;
 pub mod labels;
 pub mod lease;
 pub mod metrics;
+mod scan;
 pub mod snapshot;
 
 #[cfg(target_arch = "wasm32")]
