@@ -58,6 +58,7 @@ fn streaming_rewrite_equals_native_and_cli_for_every_text_capture() {
     if cli.is_none() {
         eprintln!("note: target/release/kubelet-scope not built; comparing with the rlib only");
     }
+    let mut cli_compared = 0;
     for (config, tenant) in [
         (injection_config(), None),
         (tenant_config(), Some("acme")),
@@ -95,9 +96,13 @@ fn streaming_rewrite_equals_native_and_cli_for_every_text_capture() {
             if let (Some(cli), Some(snapshot), Ok(out)) = (&cli, snapshot, &expected) {
                 if path.starts_with("/metrics") {
                     let got = cli_rewrite(cli, &config, snapshot, path, tenant, 4096, &body);
-                    if let Some(got) = got {
-                        assert!(got == *out, "CLI differs on {}", fixture.display());
-                    }
+                    assert!(
+                        got.as_ref() == Some(out),
+                        "CLI differs on {} ({tenant:?}): {:?} bytes",
+                        fixture.display(),
+                        got.map(|g| g.len())
+                    );
+                    cli_compared += 1;
                 }
             }
         }
@@ -110,6 +115,7 @@ fn streaming_rewrite_equals_native_and_cli_for_every_text_capture() {
             assert!(proxy.metric(m::SERIES_INJECTED).unwrap_or(0) > 0);
         }
     }
+    eprintln!("compared with the CLI on {cli_compared} capture/configuration pairs");
 }
 
 #[test]
