@@ -69,29 +69,47 @@ pub fn find_quote_or_backslash(b: &[u8], i: usize) -> usize {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// [`find_quote_or_backslash`] eight bytes at a time, then byte by byte.
+/// [`find_quote_or_backslash`] sixteen bytes (two words) at a time, then byte
+/// by byte.
 #[inline(always)]
-fn find_quote_or_backslash_swar(b: &[u8], mut i: usize) -> usize {
-    while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
-        let w = u64::from_le_bytes(word);
-        let q = w ^ (LO * u64::from(b'"'));
-        let s = w ^ (LO * u64::from(b'\\'));
-        // A zero byte of `q` or `s` flags its high bit. Bytes above a real hit
-        // may be flagged by the borrow, never bytes below one, so the lowest
-        // flagged byte is the first `"` or `\`.
-        let hit = ((q.wrapping_sub(LO) & !q) | (s.wrapping_sub(LO) & !s)) & HI;
-        if hit != 0 {
-            return i + (hit.trailing_zeros() / 8) as usize;
+fn find_quote_or_backslash_swar(b: &[u8], i: usize) -> usize {
+    let Some(rest) = b.get(i..) else {
+        return i;
+    };
+    let mut blocks = rest.chunks_exact(16);
+    let mut at = i;
+    for block in &mut blocks {
+        let (lo, hi) = block.split_at(8);
+        let lo = quote_or_backslash_bytes(u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])));
+        let hi = quote_or_backslash_bytes(u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])));
+        if lo | hi != 0 {
+            let lo_first = (lo.trailing_zeros() / 8) as usize;
+            let hi_first = 8 + (hi.trailing_zeros() / 8) as usize;
+            return at + if lo != 0 { lo_first } else { hi_first };
         }
-        i += 8;
+        at += 16;
     }
-    while let Some(&c) = b.get(i) {
+    for &c in blocks.remainder() {
         if c == b'"' || c == b'\\' {
             break;
         }
-        i += 1;
+        at += 1;
     }
-    i
+    at
+}
+
+/// The high bit of each byte of `w` that is `"` or `\`, and possibly of bytes
+/// above such a byte, never below: the lowest flagged byte is the first hit.
+///
+/// `q` and `s` are zero at `"` and `\`. For an ASCII byte without a borrow
+/// coming in, `q - 1` has its high bit set exactly when `q` is zero (and so for
+/// `s`); a borrow only comes from a lower byte that was zero, a real hit.
+/// Non-ASCII bytes (high bit set in `w`) are never hits, so `!w` clears them.
+#[inline(always)]
+fn quote_or_backslash_bytes(w: u64) -> u64 {
+    let q = w ^ (LO * u64::from(b'"'));
+    let s = w ^ (LO * u64::from(b'\\'));
+    (q.wrapping_sub(LO) | s.wrapping_sub(LO)) & !w & HI
 }
 
 #[cfg(test)]
