@@ -15,11 +15,13 @@
 //! leaves) and the stream is reset (`proxy_close_stream(HttpResponse)`); the client
 //! sees a truncated, aborted response, never a silently partial one.
 //!
-//! JSON bodies are buffered in the VM (the rewriter enforces `maxJsonBodyBytes`):
-//! every chunk is consumed and the Envoy buffer emptied under `Pause`, so Envoy's own
-//! buffer limit never trips; the whole output is written at end of stream — in the
-//! body callback, or in the trailers callback, where Envoy exposes the (buffered)
-//! body only because the previous chunk paused.
+//! JSON bodies stream the same way (the JSON filter holds back at most one element,
+//! capped by `maxJsonBodyBytes`). End of stream in trailers: after `Continue` Envoy
+//! offers no body buffer in the trailers callback, so what `finish` still has to
+//! write cannot be written. For Prometheus text that is only a last line without
+//! its newline (an invalid body): it is dropped and counted. For JSON it is the
+//! closing of the document: the stream is reset rather than end in truncated JSON.
+//! (Kubelets do not send trailers.)
 
 use std::rc::Rc;
 
@@ -44,8 +46,6 @@ pub struct Stream {
     filter: Option<BodyFilter>,
     /// Rewritten output of the current chunk (reused).
     out: Vec<u8>,
-    /// JSON: output held until the end of the body.
-    pending: Vec<u8>,
 }
 
 enum Phase {
@@ -68,7 +68,6 @@ impl Stream {
             phase: Phase::Pass,
             filter: None,
             out: Vec::new(),
-            pending: Vec::new(),
         }
     }
 
@@ -244,8 +243,8 @@ impl Stream {
     }
 
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (kind, filtering) = match self.phase {
-            Phase::Streaming { kind, filtering } => (kind, filtering),
+        let filtering = match self.phase {
+            Phase::Streaming { filtering, .. } => filtering,
             Phase::Failed => {
                 drain(body_size);
                 return Action::Pause;
@@ -271,39 +270,13 @@ impl Stream {
         if let Err(e) = result {
             return self.fail_stream(body_size, filtering, &e);
         }
-        match kind {
-            BodyKind::Exposition => {
-                if body_size > 0 || !self.out.is_empty() {
-                    let _ = hostcalls::set_buffer(
-                        BufferType::HttpResponseBody,
-                        0,
-                        body_size,
-                        &self.out,
-                    );
-                }
-                if end_of_stream {
-                    self.phase = Phase::Pass;
-                }
-                Action::Continue
-            }
-            BodyKind::Json(_) => {
-                self.pending.extend_from_slice(&self.out);
-                if end_of_stream {
-                    let _ = hostcalls::set_buffer(
-                        BufferType::HttpResponseBody,
-                        0,
-                        body_size,
-                        &self.pending,
-                    );
-                    self.pending = Vec::new();
-                    self.phase = Phase::Pass;
-                    Action::Continue
-                } else {
-                    drain(body_size);
-                    Action::Pause
-                }
-            }
+        if body_size > 0 || !self.out.is_empty() {
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &self.out);
         }
+        if end_of_stream {
+            self.phase = Phase::Pass;
+        }
+        Action::Continue
     }
 
     fn response_trailers(&mut self) -> Action {
@@ -319,32 +292,26 @@ impl Stream {
             return self.fail_stream(0, filtering, &e);
         }
         self.phase = Phase::Pass;
+        if self.out.is_empty() {
+            return Action::Continue;
+        }
+        // After `Continue` Envoy has no response body buffer in the trailers
+        // callback (and the SDK would panic on the error): the rest cannot be written.
         match kind {
             BodyKind::Exposition => {
-                // After `Continue` Envoy has no response body buffer in the trailers
-                // callback (and the SDK would panic on the error): a last line that
-                // had no final newline cannot be written.
-                if !self.out.is_empty() {
-                    inc(self.metrics.body_tail_dropped);
-                    log::debug!(
-                        "kubelet-scope: dropped a {}-byte last line without newline before trailers",
-                        self.out.len()
-                    );
-                }
+                inc(self.metrics.body_tail_dropped);
+                log::debug!(
+                    "kubelet-scope: dropped a {}-byte last line without newline before trailers",
+                    self.out.len()
+                );
+                Action::Continue
             }
-            BodyKind::Json(_) => {
-                // The previous chunk paused, so Envoy exposes its (emptied) buffer.
-                self.pending.extend_from_slice(&self.out);
-                let size =
-                    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, u32::MAX as usize)
-                        .ok()
-                        .flatten()
-                        .map_or(0, |b| b.len());
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &self.pending);
-                self.pending = Vec::new();
-            }
+            BodyKind::Json(_) => self.fail_stream(
+                0,
+                filtering,
+                &BodyError("the JSON body ended in trailers; its end cannot be written".into()),
+            ),
         }
-        Action::Continue
     }
 
     fn fail_stream(&mut self, body_size: usize, filtering: bool, e: &BodyError) -> Action {
@@ -358,7 +325,6 @@ impl Stream {
             }
         );
         drain(body_size);
-        self.pending = Vec::new();
         self.phase = Phase::Failed;
         let _ = hostcalls::reset_http_response();
         Action::Pause
