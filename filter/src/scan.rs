@@ -37,24 +37,30 @@ pub fn skip_label_name(b: &[u8], mut i: usize) -> usize {
 /// `i > b.len()`): with wasm SIMD sixteen bytes at a time, then as below.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-pub fn find_quote_or_backslash(b: &[u8], mut i: usize) -> usize {
+pub fn find_quote_or_backslash(b: &[u8], i: usize) -> usize {
     use core::arch::wasm32::{u64x2, u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
-    while let (Some(Ok(lo)), Some(Ok(hi))) = (
-        b.get(i..i + 8).map(<[u8; 8]>::try_from),
-        b.get(i + 8..i + 16).map(<[u8; 8]>::try_from),
-    ) {
-        let v = u64x2(u64::from_le_bytes(lo), u64::from_le_bytes(hi));
+    let Some(rest) = b.get(i..) else {
+        return i;
+    };
+    let mut at = i;
+    for block in rest.chunks_exact(16) {
+        let (lo, hi) = block.split_at(8);
+        let v = u64x2(
+            u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])),
+            u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])),
+        );
         let hits = v128_or(
             u8x16_eq(v, u8x16_splat(b'"')),
             u8x16_eq(v, u8x16_splat(b'\\')),
         );
         let mask = u8x16_bitmask(hits);
         if mask != 0 {
-            return i + mask.trailing_zeros() as usize;
+            return at + mask.trailing_zeros() as usize;
         }
-        i += 16;
+        at += 16;
     }
-    find_quote_or_backslash_swar(b, i)
+    // Fewer than sixteen bytes are left.
+    find_quote_or_backslash_swar(b, at)
 }
 
 /// The index of the first `"` or `\` at or after `i` (or `b.len()`, or `i` when
