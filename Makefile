@@ -15,7 +15,7 @@ PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 .PHONY: test demo setup-rust lint unit wasm cli bench fuzz
 
 # Each area adds its test target to this list.
-TEST_TARGETS := lint unit control-plane-it host-tests
+TEST_TARGETS := lint unit wasm-unit control-plane-it host-tests
 
 test: $(TEST_TARGETS)
 	@echo "make test: all passed"
@@ -75,6 +75,15 @@ control-plane-it: setup-rust kube-apiserver
 bench-control-plane: kube-apiserver cli
 	ulimit -n 20000 2>/dev/null || true; \
 	KUBELET_SCOPE_BIN=$(CURDIR)/$(CLI) cargo run --release -p kubelet-scope --example fanout
+
+# The filter's pure modules' tests compiled to wasm32-wasip1 and run in wasmtime
+# (host-tests' `wasi-run` as cargo's runner): the logic as V8 will run it.
+WASI_RUN := target/debug/wasi-run
+.PHONY: wasm-unit
+wasm-unit: setup-rust
+	cargo build -p kubelet-scope-host-tests --bin wasi-run
+	CARGO_TARGET_WASM32_WASIP1_RUNNER=$(CURDIR)/$(WASI_RUN) \
+		cargo test -p kubelet-scope-filter --target wasm32-wasip1 --lib --tests
 
 # The release filter in a proxy-wasm host on wasmtime (host-tests/): Envoy's ABI
 # semantics, streaming output equal to the CLI's, lease, staleness, fuzzing, memory.

@@ -386,6 +386,25 @@ impl State {
         } else {
             None
         };
+        if self.filtering {
+            // What is kept must be a series a scraper reads as we did: a line that
+            // is not (say, a stray byte before a tab, so its label set was never
+            // parsed) could show another tenant's labels to a lenient parser.
+            let tail = set.as_ref().map_or(name_end, |s| s.close + 1);
+            let named = is_metric_name(&line[name_start..name_end])
+                || (name_start == brace && set.as_ref().is_some_and(|s| s.quoted_name.is_some()));
+            if !named || !is_sample_tail(&line[tail..]) {
+                return Err(BodyError(format!(
+                    "line {}: cannot parse series: {}",
+                    self.line_number,
+                    if named {
+                        "unexpected bytes after the labels"
+                    } else {
+                        "invalid metric name"
+                    }
+                )));
+            }
+        }
 
         let namespace = set
             .as_ref()
@@ -476,6 +495,23 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
         .position(|&b| b != b' ' && b != b'\t')
         .unwrap_or(bytes.len());
     &bytes[skip..]
+}
+
+/// A classic metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn is_metric_name(name: &[u8]) -> bool {
+    name.first().is_some_and(|b| !b.is_ascii_digit())
+        && name.iter().all(|&b| crate::scan::is_label_name_byte(b))
+}
+
+/// What may follow a series' name and labels: blanks, then a value and an optional
+/// timestamp (digits, `.`, `+`, `-`, `e`, `NaN`, `Inf`…), then optionally an
+/// OpenMetrics exemplar from ` # ` on.
+fn is_sample_tail(tail: &[u8]) -> bool {
+    let before_exemplar = memchr::memchr(b'#', tail).map_or(tail, |at| &tail[..at]);
+    matches!(before_exemplar.first(), Some(b' ' | b'\t'))
+        && before_exemplar.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b' ' | b'\t' | b'\r')
+        })
 }
 
 fn skip_whitespace(line: &[u8], mut i: usize) -> usize {
@@ -999,6 +1035,34 @@ mod tests {
         }
         let err = rewrite(&tenant(""), "ok 1\nm{a=\"b\"\n").unwrap_err();
         assert!(err.0.starts_with("line 2:"), "{err}");
+    }
+
+    #[test]
+    fn lines_that_are_not_series_fail_closed_when_filtering() {
+        for bad in [
+            "\0\tm{exported_namespace=\"bank\",namespace=\"bank\"} 2 1700000000\n",
+            "m x{namespace=\"bank\"} 1\n",
+            "m{namespace=\"shop\"} 1 {namespace=\"bank\"}\n",
+            "{namespace=\"shop\"} 1\n",
+            "9m 1\n",
+            "m{namespace=\"shop\"}1\n",
+        ] {
+            let err = rewrite(&tenant(""), bad).unwrap_err();
+            assert!(
+                err.0.starts_with("line 1: cannot parse series"),
+                "{bad:?}: {err}"
+            );
+            // Injection-only does not validate what it does not rewrite.
+            assert!(rewrite(&inject("exported"), bad).is_ok());
+        }
+        for good in [
+            "m 1\n",
+            "m_total{namespace=\"shop\"} -1.5e-3 17\r\n",
+            "m NaN\n",
+            "m{} +Inf\n",
+        ] {
+            assert_eq!(rewrite(&tenant(""), good).unwrap(), good);
+        }
     }
 
     #[test]

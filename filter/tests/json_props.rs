@@ -235,7 +235,7 @@ impl Render {
                 c if (c as u32) < 0x20 || r == 0 => {
                     let mut units = [0u16; 2];
                     for u in c.encode_utf16(&mut units) {
-                        if self.next() % 2 == 0 {
+                        if self.next().is_multiple_of(2) {
                             self.out.push_str(&format!("\\u{:04x}", u));
                         } else {
                             self.out.push_str(&format!("\\u{:04X}", u));

@@ -1019,13 +1019,10 @@ mod fuzz {
             assert_no_leak(&ex)?;
         }
 
-        /// Known gap in the exposition rewriter (not the glue): a line whose
-        /// "metric name" is garbage followed by whitespace, e.g.
-        /// `\0\tm{namespace="kube-system"} 2`, parses as a name without labels
-        /// and is kept in tenant mode. Un-ignore once the rewriter refuses lines
-        /// that are not valid samples.
+        /// Garbage lines too: a line whose "metric name" is garbage followed by
+        /// whitespace (`\0\tm{namespace="kube-system"} 2`) must be refused, not
+        /// kept as a series without labels.
         #[test]
-        #[ignore]
         fn tenant_mode_never_leaks_even_on_garbage(
             lines in vec(line(), 0..80),
             chunk in 1usize..300,
