@@ -341,6 +341,17 @@ fn check_config_and_label_name() {
         cli(&["check-config", "/nonexistent"], b"").status.code(),
         Some(2)
     );
+    // The README's example configurations stay valid.
+    for example in ["plugin-inject.json", "plugin-tenant.json"] {
+        let path = root().join("deploy/examples").join(example);
+        let out = cli(&["check-config", path.to_str().unwrap()], b"");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = cli(
         &["label-name", "app.kubernetes.io/team", "cost-centre"],
         b"",
