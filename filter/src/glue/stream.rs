@@ -257,9 +257,14 @@ impl Stream {
         let chunk = if body_size == 0 {
             None
         } else {
-            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                .ok()
-                .flatten()
+            match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                Ok(Some(chunk)) => Some(chunk),
+                // A chunk that cannot be read cannot be filtered.
+                _ => {
+                    let e = BodyError("the response body could not be read".into());
+                    return self.fail_stream(body_size, filtering, &e);
+                }
+            }
         };
         self.out.clear();
         let mut result = filter.feed(chunk.as_deref().unwrap_or_default(), &mut self.out);
@@ -270,8 +275,12 @@ impl Stream {
         if let Err(e) = result {
             return self.fail_stream(body_size, filtering, &e);
         }
-        if body_size > 0 || !self.out.is_empty() {
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &self.out);
+        if (body_size > 0 || !self.out.is_empty())
+            && hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &self.out).is_err()
+        {
+            // The original chunk would go out as it is.
+            let e = BodyError("the rewritten body could not be written".into());
+            return self.fail_stream(body_size, filtering, &e);
         }
         if end_of_stream {
             self.phase = Phase::Pass;
