@@ -65,7 +65,6 @@ pub struct Catalog {
     tenants: HashSet<Box<str>, Hasher>,
     injection: Option<InjectionRules>,
     tenancy: Option<TenancyRules>,
-    snapshot_version: Option<String>,
 }
 
 impl Catalog {
@@ -147,7 +146,6 @@ impl Catalog {
                 non_namespaced: t.non_namespaced_series,
                 empty_namespace: t.empty_namespace_series,
             }),
-            snapshot_version: snapshot.map(|s| s.version.clone()),
         }
     }
 
@@ -166,23 +164,6 @@ impl Catalog {
 
     pub fn tenancy(&self) -> Option<TenancyRules> {
         self.tenancy
-    }
-
-    /// The version of the snapshot this catalog was built from.
-    pub fn snapshot_version(&self) -> Option<&str> {
-        self.snapshot_version.as_deref()
-    }
-
-    /// Namespaces the tenant owns, sorted (for messages and tests).
-    pub fn namespaces_of(&self, tenant: &str) -> Vec<String> {
-        let mut owned: Vec<String> = self
-            .namespaces
-            .iter()
-            .filter(|(_, e)| e.owned_by(tenant))
-            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
-            .collect();
-        owned.sort();
-        owned
     }
 }
 
@@ -286,7 +267,6 @@ mod tests {
         assert_eq!(shop.labels.len(), 2);
         assert!(c.namespace(b"db").unwrap().suffix.is_empty());
         assert!(c.namespace(b"nope").is_none());
-        assert_eq!(c.snapshot_version(), Some("1"));
         assert_eq!(c.injection().unwrap().names.len(), 2);
     }
 
@@ -298,8 +278,11 @@ mod tests {
                 "snapshot":{"cluster":"cp"}}"#,
             SNAP,
         );
-        assert_eq!(c.namespaces_of("acme"), ["db", "shared", "shop"]);
-        assert_eq!(c.namespaces_of("initech"), ["db"]);
+        let owners = |ns: &str| c.namespace(ns.as_bytes()).map(|e| e.tenants.to_vec());
+        assert_eq!(owners("shop"), Some(vec!["acme".into()]));
+        assert_eq!(owners("shared"), Some(vec!["acme".into()]));
+        assert_eq!(owners("db"), Some(vec!["acme".into(), "initech".into()]));
+        assert_eq!(owners("other"), Some(vec!["globex".into()]));
         assert!(c.knows_tenant("globex") && c.knows_tenant("initech"));
         assert!(!c.knows_tenant("nobody"));
 
