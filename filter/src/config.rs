@@ -251,8 +251,12 @@ impl Config {
             if source.poll_timeout_ms == 0 || source.poll_timeout_ms > 60_000 {
                 return Err(invalid("snapshot.pollTimeoutMs: must be 1..=60000"));
             }
-            if source.max_staleness_seconds == 0 {
-                return Err(invalid("snapshot.maxStalenessSeconds: must be positive"));
+            // A healthy long poll confirms the snapshot only when it returns, so a
+            // limit shorter than one poll would fail tenants closed while all is well.
+            if source.max_staleness_seconds.saturating_mul(1000) <= source.poll_timeout_ms {
+                return Err(invalid(
+                    "snapshot.maxStalenessSeconds: must be longer than pollTimeoutMs",
+                ));
             }
         }
         if self.max_json_body_bytes == 0 {
@@ -364,6 +368,19 @@ mod tests {
         assert!(!c.needs_snapshot());
     }
 
+    #[test]
+    fn staleness_limit_must_outlast_one_long_poll() {
+        let with = |poll_ms: u64, stale_s: u64| {
+            format!(
+                r#"{{"inject": {{"labels": {{"team": "team"}}}},
+                    "snapshot": {{"cluster": "cp", "pollTimeoutMs": {poll_ms},
+                                  "maxStalenessSeconds": {stale_s}}}}}"#
+            )
+        };
+        assert!(err(&with(30_000, 30)).contains("snapshot.maxStalenessSeconds"));
+        assert!(err(&with(1_000, 0)).contains("snapshot.maxStalenessSeconds"));
+        assert!(Config::parse(with(1_000, 2).as_bytes()).is_ok());
+    }
     #[test]
     fn tenancy_needs_a_way_to_own_namespaces() {
         assert!(err(r#"{"tenancy": {"tenant": {"static": "a"}}}"#).contains("namespaceLabel"));

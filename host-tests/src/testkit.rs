@@ -75,6 +75,8 @@ pub fn vm_with_snapshot(proxy: &Proxy, config: &str, snapshot: Option<&str>) -> 
         wasmtime::bail!("configuration rejected: {:?}", vm.logs());
     }
     if let Some(snapshot) = snapshot {
+        // The lease is taken, and the first poll sent, on the first tick.
+        vm.tick()?;
         answer_poll(&mut vm, snapshot)?;
     }
     Ok(vm)

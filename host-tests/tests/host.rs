@@ -541,7 +541,11 @@ fn lease_one_vm_polls_and_another_takes_over_when_it_stops_renewing() {
     let mut vm2 = proxy.start_vm(config.as_bytes()).unwrap();
     assert!(vm1.configured && vm2.configured);
     assert_eq!(vm1.tick_period_ms(), 1000);
-    // The first VM took the lease and polls; the second follows.
+    // Configuring takes no lease (Envoy configures root contexts it never ticks).
+    assert!(vm1.pending_calls().is_empty() && vm2.pending_calls().is_empty());
+    vm1.tick().unwrap();
+    vm2.tick().unwrap();
+    // The first VM to tick took the lease and polls; the second follows.
     assert_eq!(vm1.pending_calls().len(), 1);
     assert_eq!(vm2.pending_calls().len(), 0);
     let call = &vm1.pending_calls()[0];

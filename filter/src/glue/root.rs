@@ -10,20 +10,17 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType, Status};
 
 use super::metrics::{inc, set};
-use super::state::{now_ms, VmState};
+use super::state::{now_ms, one_line, shared, VmState};
 use super::stream::Stream;
 use crate::catalog::Catalog;
 use crate::config::{Config, TenantSource};
 use crate::fetch::{self, PollOutcome};
 use crate::lease::{self, LeaseStep};
-use crate::snapshot::Snapshot;
 
 pub fn new_root(context_id: u32) -> Box<dyn RootContext> {
     Box::new(Root {
         vm: Rc::new(VmState::default()),
         me: random_id(context_id),
-        loaded_version: None,
-        rejected_version: None,
         in_flight: None,
         failures: 0,
         next_attempt_ms: 0,
@@ -42,10 +39,6 @@ fn random_id(salt: u32) -> u64 {
 pub struct Root {
     vm: Rc<VmState>,
     me: u64,
-    /// Version of the snapshot behind the VM's catalog.
-    loaded_version: Option<String>,
-    /// A version found in shared data that did not parse (not retried, not re-logged).
-    rejected_version: Option<Vec<u8>>,
     /// Token and start (ms) of the outstanding poll.
     in_flight: Option<(u32, u64)>,
     failures: u32,
@@ -53,60 +46,9 @@ pub struct Root {
     holds_lease: bool,
 }
 
-fn shared(key: &str) -> Option<Vec<u8>> {
-    hostcalls::get_shared_data(key).ok().and_then(|(v, _)| v)
-}
-
-fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
-}
-
 impl Root {
     fn config(&self) -> Option<Rc<Config>> {
         self.vm.config()
-    }
-
-    /// Picks up what the fetching VM published: cheap unless the version changed.
-    fn sync_from_shared(&mut self, config: &Config) {
-        let Some(version) = shared(fetch::VERSION_KEY) else {
-            return;
-        };
-        let current = self.loaded_version.as_deref().map(str::as_bytes);
-        if current != Some(version.as_slice())
-            && self.rejected_version.as_deref() != Some(version.as_slice())
-        {
-            let bytes = shared(fetch::SNAPSHOT_KEY).unwrap_or_default();
-            match Snapshot::parse(&bytes) {
-                Ok(snapshot) => self.load(config, &snapshot),
-                Err(e) => {
-                    log::warn!(
-                        "kubelet-scope: ignoring the snapshot in shared data (version {}): {}",
-                        String::from_utf8_lossy(&version),
-                        one_line(&e.to_string())
-                    );
-                    self.rejected_version = Some(version);
-                }
-            }
-        }
-        self.vm
-            .set_fetched_at_ms(shared(fetch::FETCHED_AT_KEY).and_then(|b| fetch::decode_ms(&b)));
-    }
-
-    fn load(&mut self, config: &Config, snapshot: &Snapshot) {
-        let catalog = Catalog::new(config, Some(snapshot));
-        self.vm.set_catalog(Some(Rc::new(catalog)));
-        self.loaded_version = Some(snapshot.version.clone());
-        let metrics = self.vm.metrics();
-        inc(metrics.snapshot_loaded);
-        set(
-            metrics.snapshot_namespaces,
-            snapshot.namespaces.len() as u64,
-        );
-        log::info!(
-            "kubelet-scope: snapshot version {} loaded ({} namespaces)",
-            snapshot.version,
-            snapshot.namespaces.len()
-        );
     }
 
     fn tick(&mut self) {
@@ -117,7 +59,7 @@ impl Root {
             return;
         }
         let now = now_ms();
-        self.sync_from_shared(&config);
+        self.vm.sync_from_shared(&config);
         if let Some(at) = self.vm.fetched_at_ms() {
             set(
                 self.vm.metrics().snapshot_age,
@@ -282,7 +224,7 @@ impl Root {
                 self.failed(now, &why);
             }
         }
-        self.sync_from_shared(&config);
+        self.vm.sync_from_shared(&config);
     }
 }
 
@@ -342,14 +284,16 @@ impl RootContext for Root {
         if config.needs_snapshot() {
             // A (re)configuration rebuilds the catalog from the snapshot in shared
             // data, if any.
-            self.vm.set_catalog(None);
-            self.loaded_version = None;
-            self.rejected_version = None;
+            self.vm.forget_snapshot();
             if hostcalls::set_tick_period(Duration::from_millis(fetch::TICK_MS)).is_err() {
                 log::error!("kubelet-scope: cannot set the tick period");
                 return false;
             }
-            self.tick();
+            // Use what another VM already fetched, but compete for the lease only
+            // from the first tick: Envoy configures root contexts on the main thread
+            // that it discards without ever ticking them, and one of those taking the
+            // lease here would hold it, unrenewed and its poll lost, for a whole TTL.
+            self.vm.sync_from_shared(&config);
         } else {
             self.vm
                 .set_catalog(Some(Rc::new(Catalog::new(&config, None))));

@@ -10,10 +10,21 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 
-use super::metrics::Metrics;
+use super::metrics::{inc, set, Metrics};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::fetch;
+use crate::snapshot::Snapshot;
+
+/// A value from the VM-wide shared data.
+pub fn shared(key: &str) -> Option<Vec<u8>> {
+    hostcalls::get_shared_data(key).ok().and_then(|(v, _)| v)
+}
+
+/// A message on one log line.
+pub fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
 
 #[derive(Default)]
 pub struct VmState {
@@ -23,6 +34,10 @@ pub struct VmState {
     catalog: Cell<Option<Rc<Catalog>>>,
     /// Last successful poll by any VM (from shared data), ms since the epoch.
     fetched_at_ms: Cell<Option<u64>>,
+    /// Version of the snapshot behind `catalog`.
+    loaded_version: Cell<Option<Vec<u8>>>,
+    /// A version found in shared data that did not parse (not retried, not re-logged).
+    rejected_version: Cell<Option<Vec<u8>>>,
     metrics: Cell<Option<Rc<Metrics>>>,
 }
 
@@ -49,12 +64,65 @@ impl VmState {
         self.catalog.set(catalog);
     }
 
-    pub fn fetched_at_ms(&self) -> Option<u64> {
-        self.fetched_at_ms.get()
+    /// Drops the catalog (a reconfiguration: it is rebuilt from shared data).
+    pub fn forget_snapshot(&self) {
+        self.catalog.set(None);
+        self.loaded_version.set(None);
+        self.rejected_version.set(None);
     }
 
-    pub fn set_fetched_at_ms(&self, at: Option<u64>) {
-        self.fetched_at_ms.set(at);
+    /// Picks up what the polling VM published: one host call for the small version
+    /// key (and one for the fetch time) unless the version changed. Called on every
+    /// tick and at the start of every request, so that a new snapshot is used from
+    /// the next request on, not from the next tick.
+    pub fn sync_from_shared(&self, config: &Config) {
+        self.fetched_at_ms
+            .set(shared(fetch::FETCHED_AT_KEY).and_then(|b| fetch::decode_ms(&b)));
+        let Some(version) = shared(fetch::VERSION_KEY) else {
+            return;
+        };
+        let loaded = self.loaded_version.take();
+        let rejected = self.rejected_version.take();
+        let known = loaded.as_ref() == Some(&version) || rejected.as_ref() == Some(&version);
+        self.loaded_version.set(loaded);
+        self.rejected_version.set(rejected);
+        if known {
+            return;
+        }
+        let bytes = shared(fetch::SNAPSHOT_KEY).unwrap_or_default();
+        match Snapshot::parse(&bytes) {
+            Ok(snapshot) => self.load(config, &snapshot),
+            Err(e) => {
+                log::warn!(
+                    "kubelet-scope: ignoring the snapshot in shared data (version {}): {}",
+                    String::from_utf8_lossy(&version),
+                    one_line(&e.to_string())
+                );
+                self.rejected_version.set(Some(version));
+            }
+        }
+    }
+
+    fn load(&self, config: &Config, snapshot: &Snapshot) {
+        self.catalog
+            .set(Some(Rc::new(Catalog::new(config, Some(snapshot)))));
+        self.loaded_version
+            .set(Some(snapshot.version.as_bytes().to_vec()));
+        let metrics = self.metrics();
+        inc(metrics.snapshot_loaded);
+        set(
+            metrics.snapshot_namespaces,
+            snapshot.namespaces.len() as u64,
+        );
+        log::info!(
+            "kubelet-scope: snapshot version {} loaded ({} namespaces)",
+            snapshot.version,
+            snapshot.namespaces.len()
+        );
+    }
+
+    pub fn fetched_at_ms(&self) -> Option<u64> {
+        self.fetched_at_ms.get()
     }
 
     /// The VM's metrics; a VM that has not been configured yet records nothing.

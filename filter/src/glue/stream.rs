@@ -117,6 +117,9 @@ impl Stream {
             }
             None => None,
         };
+        if config.needs_snapshot() {
+            self.vm.sync_from_shared(&config);
+        }
         let catalog = self.vm.catalog_for_request(&config, now_ms());
         match decide(&config, catalog.as_deref(), &path, tenant.as_deref()) {
             Decision::Deny { status, reason } => {

@@ -1,0 +1,154 @@
+"""Shared fixtures of the end-to-end tests: the captures, the namespace map built
+from them, and one running stack for the tests that do not need their own."""
+
+import collections
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import stack
+from kubelet_standin import ENDPOINTS
+
+WORK = Path(os.environ.get("KUBELET_SCOPE_E2E_DIR", stack.REPO / "target" / "e2e"))
+TENANTS = ("acme", "globex")
+
+# `namespace="..."` as a label of a series line (not `exported_namespace`, not a value).
+NAMESPACE_LABEL = re.compile(r'[{,]\s*namespace="((?:[^"\\]|\\.)*)"')
+
+
+def kubelet_path(fixture):
+    """The kubelet path a capture was taken from (by its file-name prefix)."""
+    for path, (prefix, _) in ENDPOINTS.items():
+        if fixture.startswith(prefix) and path != "/runningpods":
+            return path
+    return None
+
+
+FIXTURES = sorted(
+    n for n in os.listdir(stack.FIXTURES) if kubelet_path(n) is not None
+)
+
+
+def read_fixture(name):
+    return (stack.FIXTURES / name).read_bytes()
+
+
+def series_namespaces(body):
+    """Namespace of each series line (None: no namespace label)."""
+    out = []
+    for line in body.decode("utf-8", "replace").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = NAMESPACE_LABEL.search(line[: line.rfind("}") + 1])
+        out.append(m.group(1) if m else None)
+    return out
+
+
+def json_namespaces(path, body):
+    """Namespace of each filtered element of a /pods or /stats/summary body."""
+    doc = json.loads(body)
+    if path == "/stats/summary":
+        return [p["podRef"]["namespace"] for p in doc.get("pods") or []]
+    return [i["metadata"]["namespace"] for i in doc.get("items") or []]
+
+
+def namespaces_of(fixture, body=None):
+    path = kubelet_path(fixture)
+    body = read_fixture(fixture) if body is None else body
+    if ENDPOINTS[path][1].startswith("application/json"):
+        return json_namespaces(path, body)
+    return series_namespaces(body)
+
+
+def all_namespaces():
+    found = set()
+    for f in FIXTURES:
+        found.update(ns for ns in namespaces_of(f) if ns)
+    return sorted(found)
+
+
+def namespace_map():
+    """Every namespace of every capture, owned alternately by the two tenants, each
+    with a team, every third one with an `app.kubernetes.io/part-of`."""
+    spec = {}
+    for i, ns in enumerate(all_namespaces()):
+        labels = {"tenant": TENANTS[i % 2], "team": f"team-{ns}"}
+        if i % 3 == 0:
+            labels["app.kubernetes.io/part-of"] = f"suite-{i}"
+        spec[ns] = labels
+    return spec
+
+
+def write_namespaces_file(path, spec):
+    """`kubectl get namespaces -o json` for `spec` (name -> labels), written atomically."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": l}}
+            for n, l in spec.items()
+        ],
+    }
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+
+
+def tenant_namespaces(spec, tenant):
+    """What the example tenant configuration gives `tenant`: its labelled namespaces,
+    plus kube-system for `platform` (staticNamespaces)."""
+    owned = {n for n, l in spec.items() if l.get("tenant") == tenant}
+    if tenant == "platform":
+        owned.add("kube-system")
+    return owned
+
+
+def cli_rewrite(config, snapshot, path, body, tenant=None):
+    """The `kubelet-scope rewrite` CLI on `body`: (exit code, stdout, stderr)."""
+    with tempfile.TemporaryDirectory() as d:
+        cfg = Path(d) / "config.json"
+        snap = Path(d) / "snapshot.json"
+        cfg.write_text(json.dumps(config))
+        snap.write_bytes(snapshot)
+        argv = [stack.CLI, "rewrite", "--config", cfg, "--snapshot", snap, "--path", path]
+        if tenant:
+            argv += ["--tenant", tenant]
+        r = subprocess.run([str(a) for a in argv], input=body, capture_output=True)
+        return r.returncode, r.stdout, r.stderr.decode(errors="replace")
+
+
+def same_snapshot_source(config, source):
+    """`config` with `source` as its snapshot section. Plugins sharing a vm_id share
+    one poll, so both listeners of a stack must use the same settings."""
+    return {**config, "snapshot": {**config["snapshot"], **source}}
+
+
+@pytest.fixture(scope="session")
+def spec():
+    return namespace_map()
+
+
+@pytest.fixture(scope="session")
+def live(spec):
+    """One stack for the read-only tests: Envoy with both listeners, the control plane
+    on a namespaces file built from the captures, the stand-in."""
+    workdir = stack.clean_dir(WORK / "live")
+    write_namespaces_file(workdir / "namespaces.json", spec)
+    s = stack.Stack(
+        workdir,
+        namespaces_file=workdir / "namespaces.json",
+        upstream_timeout="3s",
+        standin_args=["--serve", "/metrics/cadvisor=cadvisor-k8s1.21-eks-docker-datadog.txt"],
+    )
+    with s:
+        s.wait_ready("acme")
+        yield s
+
+
+def counts(items):
+    return collections.Counter(items)

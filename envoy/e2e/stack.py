@@ -1,0 +1,361 @@
+"""The whole chain on loopback, started from the repository's own build products.
+
+`Stack` runs the real parts the way a node runs them: `kubelet-scope serve` (the
+control plane, here on a namespaces file or an apiserver's kubeconfig), the kubelet
+stand-in (HTTPS, bearer token), and Envoy from the project's virtualenv loading
+`kubelet_scope_filter.wasm` from `envoy/local.yaml`. The end-to-end tests, the demo
+and the benchmark all start it through here, so they exercise the same wiring.
+
+Every process gets a free port and a log file in the stack's work directory; `stop()`
+terminates them all (also on an exception in a `with` block).
+"""
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "testdata" / "kubelet"
+VENV = Path(os.environ.get("KUBELET_SCOPE_VENV", REPO / ".venv"))
+ENVOY = VENV / "bin" / "envoy"
+WASM = REPO / "target" / "wasm32-wasip1" / "release" / "kubelet_scope_filter.wasm"
+CLI = Path(os.environ.get("KUBELET_SCOPE_BIN", REPO / "target" / "debug" / "kubelet-scope"))
+PROMETHEUS = REPO / ".cache" / "prometheus" / "usr" / "bin" / "prometheus"
+EXAMPLES = REPO / "deploy" / "examples"
+TEMPLATE = REPO / "envoy" / "local.yaml"
+STANDIN = Path(__file__).resolve().parent / "kubelet_standin.py"
+
+TENANT_HEADER = "x-kubelet-scope-tenant"
+# The demo's JWT issuer: an HMAC key the stack writes into Envoy's local JWKS.
+JWT_ISSUER = "kubelet-scope-demo"
+JWT_AUDIENCE = "kubelet-scope"
+JWT_KEY = b"kubelet-scope-demo-key-not-a-secret"
+NODE_TOKEN = "node-token-of-the-demo-kubelet"
+# Labels the control plane exports: those the example plugin configurations read.
+EXPORTED_LABELS = ("team", "tenant", "app.kubernetes.io/part-of")
+
+
+def example_config(name):
+    with open(EXAMPLES / f"plugin-{name}.json") as f:
+        return json.load(f)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def jwt(tenant, issuer=JWT_ISSUER, key=JWT_KEY, lifetime=3600):
+    """An HS256 token with a `tenant` claim, as the tenant's identity provider would mint."""
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "demo"}).encode())
+    claims = {"iss": issuer, "aud": JWT_AUDIENCE, "tenant": tenant, "exp": int(time.time()) + lifetime}
+    payload = b64(json.dumps(claims).encode())
+    signature = b64(hmac.new(key, header + b"." + payload, hashlib.sha256).digest())
+    return (header + b"." + payload + b"." + signature).decode()
+
+
+def render_envoy_config(values):
+    """envoy/local.yaml with its placeholders filled (every one must be given)."""
+    return string.Template(TEMPLATE.read_text()).substitute(values)
+
+
+def wait_for(what, check, timeout=20.0, interval=0.05):
+    """Polls `check()` until it returns a true value, which is returned."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, http.client.HTTPException) as e:
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last})")
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return f"<Response {self.status} {len(self.body)} bytes: {self.body[:200]!r}>"
+
+
+def request(port, path, headers=None, tls_ca=None, timeout=30.0):
+    """One GET on a fresh connection (so that successive calls may land on different
+    Envoy workers). Raises on a truncated or reset response."""
+    if tls_ca:
+        ctx = ssl.create_default_context(cafile=str(tls_ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        body = r.read()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, body)
+    finally:
+        conn.close()
+
+
+class Process:
+    def __init__(self, name, argv, log_dir, env=None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def check(self):
+        if not self.running():
+            raise RuntimeError(
+                f"{self.name} exited with {self.proc.returncode}; last lines of {self.log_path}:\n"
+                + self.tail()
+            )
+
+    def tail(self, lines=30):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout=10.0):
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Stack:
+    """Control plane + kubelet stand-in + Envoy with the filter, on free loopback ports.
+
+    tenant_config / inject_config: the plugin configurations of the two listeners
+    (dicts; the examples in deploy/examples/ by default). namespaces_file: what the
+    control plane serves; kubeconfig instead watches that apiserver; control_plane=False
+    starts none (the filter then never gets a snapshot).
+    """
+
+    def __init__(
+        self, workdir, tenant_config=None, inject_config=None,
+        namespaces_file=EXAMPLES / "namespaces.yaml", kubeconfig=None, control_plane=True,
+        upstream_timeout="5s", concurrency=2, standin_args=(), envoy_template_values=None,
+    ):
+        self.dir = Path(workdir)
+        self.tenant_config = tenant_config or example_config("tenant")
+        self.inject_config = inject_config or example_config("inject")
+        self.namespaces_file = Path(namespaces_file) if namespaces_file else None
+        self.kubeconfig = kubeconfig
+        self.with_control_plane = control_plane
+        self.upstream_timeout = upstream_timeout
+        self.concurrency = concurrency
+        self.standin_args = list(standin_args)
+        self.extra_values = envoy_template_values or {}
+        self.processes = {}
+        self.ports = {}
+
+    # -- set-up ----------------------------------------------------------------
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def prepare(self):
+        """Ports, credentials and the rendered Envoy configuration; starts nothing."""
+        for path, hint in ((ENVOY, "make venv"), (WASM, "make wasm"), (CLI, "cargo build -p kubelet-scope")):
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: run `{hint}` first")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name in ("admin", "tenant", "inject", "kubelet", "control_plane"):
+            self.ports[name] = free_port()
+        self.write_credentials()
+        self.envoy_config = self.dir / "envoy.yaml"
+        self.envoy_config.write_text(render_envoy_config(self.envoy_values()))
+
+    def start(self):
+        self.prepare()
+        if self.with_control_plane:
+            self.start_control_plane()
+        self.start_standin()
+        self.start_envoy()
+
+    def write_credentials(self):
+        d = self.dir
+        self.kubelet_cert = d / "kubelet.crt"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", d / "kubelet.key", "-out", self.kubelet_cert, "-days", "2",
+             "-subj", "/CN=kubelet-standin", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )
+        (d / "node-token").write_text(NODE_TOKEN)
+        # The node's token reaches Envoy as an SDS generic secret read from a file, the
+        # way a DaemonSet mounts its service account token.
+        (d / "token-sds.yaml").write_text(
+            "resources:\n"
+            '- "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n'
+            "  name: kubelet-token\n"
+            "  generic_secret:\n"
+            f"    secret: {{ filename: {d / 'node-token'} }}\n"
+        )
+        k = base64.urlsafe_b64encode(JWT_KEY).rstrip(b"=").decode()
+        (d / "jwks.json").write_text(json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": "demo", "k": k}]}))
+
+    def start_control_plane(self):
+        argv = [CLI, "serve", "--listen", f"127.0.0.1:{self.ports['control_plane']}"]
+        for label in EXPORTED_LABELS:
+            argv += ["--label", label]
+        env = {"RUST_LOG": "info"}
+        if self.kubeconfig:
+            env["KUBECONFIG"] = str(self.kubeconfig)
+        else:
+            argv += ["--namespaces-file", self.namespaces_file]
+        self.processes["control-plane"] = Process("control-plane", argv, self.dir, env)
+        wait_for("the control plane to be ready", lambda: self.control_plane_ready())
+
+    def control_plane_ready(self):
+        self.processes["control-plane"].check()
+        return request(self.ports["control_plane"], "/readyz", timeout=2).status == 200
+
+    def start_standin(self):
+        argv = [sys.executable, STANDIN, "--port", self.ports["kubelet"], "--cert", self.kubelet_cert,
+                "--key", self.dir / "kubelet.key", "--token-file", self.dir / "node-token",
+                "--fixtures", FIXTURES, *self.standin_args]
+        self.processes["kubelet"] = Process("kubelet", argv, self.dir)
+
+        def up():
+            self.processes["kubelet"].check()
+            return request(self.ports["kubelet"], "/_standin/requests", tls_ca=self.kubelet_cert, timeout=2).status == 200
+
+        wait_for("the kubelet stand-in", up)
+
+    def envoy_values(self):
+        values = {
+            "ADMIN_PORT": self.ports["admin"],
+            "TENANT_PORT": self.ports["tenant"],
+            "INJECT_PORT": self.ports["inject"],
+            "KUBELET_PORT": self.ports["kubelet"],
+            # Nothing listens there when the stack runs without a control plane.
+            "CONTROL_PLANE_PORT": self.ports["control_plane"],
+            "UPSTREAM_TIMEOUT": self.upstream_timeout,
+            "WASM_FILE": WASM,
+            "KUBELET_CA_FILE": self.kubelet_cert,
+            "TOKEN_SDS_FILE": self.dir / "token-sds.yaml",
+            "JWKS_FILE": self.dir / "jwks.json",
+            # A JSON string is a valid YAML scalar.
+            "TENANT_PLUGIN_CONFIG": json.dumps(json.dumps(self.tenant_config)),
+            "INJECT_PLUGIN_CONFIG": json.dumps(json.dumps(self.inject_config)),
+        }
+        values.update(self.extra_values)
+        return values
+
+    def start_envoy(self):
+        argv = [ENVOY, "-c", self.envoy_config, "--concurrency", self.concurrency,
+                "--log-level", "info", "--disable-hot-restart"]
+        self.processes["envoy"] = Process("envoy", argv, self.dir)
+
+        def live():
+            self.processes["envoy"].check()
+            return request(self.ports["admin"], "/ready", timeout=2).status == 200
+
+        wait_for("Envoy to be live", live)
+
+    # -- use ---------------------------------------------------------------------
+
+    def get(self, listener, path, tenant=None, headers=None, timeout=30.0):
+        """GET through Envoy's `tenant` or `inject` listener (as `tenant`, with a JWT)."""
+        h = dict(headers or {})
+        if tenant is not None:
+            h["authorization"] = "Bearer " + jwt(tenant)
+        return request(self.ports[listener], path, h, timeout=timeout)
+
+    def kubelet(self, path, headers=None):
+        """GET on the stand-in directly, with the node's token: the unfiltered body."""
+        h = {"authorization": "Bearer " + NODE_TOKEN, **(headers or {})}
+        return request(self.ports["kubelet"], path, h, tls_ca=self.kubelet_cert)
+
+    def kubelet_requests(self):
+        """What the stand-in received (method-less: path and lower-cased headers)."""
+        r = request(self.ports["kubelet"], "/_standin/requests", tls_ca=self.kubelet_cert)
+        return json.loads(r.body)
+
+    def snapshot(self):
+        """The control plane's current snapshot (JSON bytes)."""
+        return request(self.ports["control_plane"], "/v1/snapshot").body
+
+    def envoy_stats(self):
+        text = request(self.ports["admin"], "/stats?format=json").text
+        return {s["name"]: s.get("value", 0) for s in json.loads(text)["stats"] if "name" in s}
+
+    def wait_ready(self, tenant, timeout=20.0):
+        """Waits until the filter serves `tenant` on several fresh connections (every
+        Envoy worker has the snapshot)."""
+        streak = [0]
+
+        def ok():
+            status = self.get("tenant", "/metrics/probes", tenant=tenant).status
+            streak[0] = streak[0] + 1 if status == 200 else 0
+            return streak[0] >= 3 * self.concurrency
+
+        wait_for("the filter to have a snapshot", ok, timeout)
+
+    def stop_process(self, name):
+        p = self.processes.pop(name, None)
+        if p:
+            p.stop()
+
+    def stop(self):
+        for name in ("envoy", "kubelet", "control-plane"):
+            self.stop_process(name)
+
+    def logs(self):
+        return "\n".join(f"--- {n}\n{p.tail()}" for n, p in self.processes.items())
+
+
+def clean_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
+    Path(path).mkdir(parents=True)
+    return Path(path)

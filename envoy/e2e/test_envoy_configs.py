@@ -1,0 +1,39 @@
+"""Every Envoy configuration the project ships passes `envoy --mode validate` (which
+also loads the filter into V8 and runs its configuration check)."""
+
+import subprocess
+
+import stack
+from conftest import WORK
+
+
+def validate(config_path):
+    r = subprocess.run(
+        [stack.ENVOY, "--mode", "validate", "-c", config_path, "--disable-hot-restart"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "OK" in r.stdout + r.stderr
+    return r.stdout + r.stderr
+
+
+def test_local_yaml_validates_with_the_example_plugin_configurations():
+    s = stack.Stack(stack.clean_dir(WORK / "validate-local"))
+    s.prepare()
+    out = validate(s.envoy_config)
+    # Both plugin configurations were accepted by the filter itself.
+    assert out.count("kubelet-scope: configured:") >= 2, out
+
+
+def test_a_bad_plugin_configuration_fails_validation():
+    s = stack.Stack(
+        stack.clean_dir(WORK / "validate-bad"),
+        tenant_config={"tenancy": {"tenant": {"header": "x"}, "namespaceLable": "tenant"}},
+    )
+    s.prepare()
+    r = subprocess.run(
+        [stack.ENVOY, "--mode", "validate", "-c", s.envoy_config, "--disable-hot-restart"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode != 0
+    assert "namespaceLable" in r.stdout + r.stderr
