@@ -83,19 +83,23 @@ def show(s):
 
 def instructions(s):
     p = s.ports
-    token = stack.jwt("acme")
+    for t in TENANTS:
+        (s.dir / f"token-{t}").write_text(stack.jwt(t, lifetime=24 * 3600))
+    token = f"$(cat {s.dir}/token-acme)"
     print(f"""
 == The stack is running (work directory {s.dir})
-   Envoy tenant listener  http://127.0.0.1:{p['tenant']}  (JWT with a `tenant` claim)
+   Envoy tenant listener  http://127.0.0.1:{p['tenant']}  (JWT with a `tenant` claim:
+                          {s.dir}/token-{{{",".join(TENANTS)}}})
    Envoy inject listener  http://127.0.0.1:{p['inject']}  (platform view, labels injected)
    Envoy admin            http://127.0.0.1:{p['admin']}/stats?filter=kubelet_scope
    control plane          http://127.0.0.1:{p['control_plane']}/v1/snapshot
    kubelet stand-in       https://127.0.0.1:{p['kubelet']}  (token in {s.dir / 'node-token'})
 
    Try:
-   curl -s -H 'authorization: Bearer {token}' \\
-        http://127.0.0.1:{p['tenant']}/metrics/cadvisor | grep -c namespace=
-   curl -s -H 'authorization: Bearer {token}' http://127.0.0.1:{p['tenant']}/stats/summary | head
+   curl -s -H "authorization: Bearer {token}" \\
+        http://127.0.0.1:{p['tenant']}/metrics/cadvisor | grep -o 'namespace="[^"]*"' | sort | uniq -c
+   curl -s -H "authorization: Bearer {token}" http://127.0.0.1:{p['tenant']}/pods | head -20
+   curl -s -i -H "authorization: Bearer {token}" http://127.0.0.1:{p['tenant']}/configz
    curl -s http://127.0.0.1:{p['inject']}/metrics/cadvisor | grep -m3 team=
    Edit {s.namespaces_file} (labels `team`, `tenant`):
    Envoy's answers change within a second or two.
@@ -119,6 +123,9 @@ def main():
             "--serve", f"/stats/summary={SUMMARY}",
         ],
     )
+    # Ctrl-C and SIGTERM stop the stack (also when started in the background, where
+    # SIGINT would otherwise be ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with s:
         s.wait_ready("acme")
