@@ -115,3 +115,23 @@ $(VENV)/.installed: envoy/requirements.txt
 e2e: venv wasm $(PROMTOOL) kube-apiserver
 	cargo build -p kubelet-scope
 	$(VENV)/bin/pytest -q -p no:cacheprovider envoy/e2e
+
+# Not a test: the filter in a real Envoy against the same Envoy without it, and
+# against a Python regex proxy, on synthetic 10 MB and 3.5 MB cadvisor bodies (133
+# and 45 pods; 110 pods make 8.3 MB) from benches/src/synthetic.rs. About 3 min;
+# report in target/bench-envoy/report.md (envoy/bench/bench_envoy.py). wrk comes
+# from Debian's package, unpacked into .cache/ with its libluajit.
+BENCH_ENVOY := target/bench-envoy
+WRK := $(CACHE)/wrk/usr/bin/wrk
+.PHONY: bench-envoy
+bench-envoy: venv wasm $(WRK)
+	cargo build -p kubelet-scope
+	cargo run -q -p kubelet-scope-benches --no-default-features --bin synthetic_bodies -- $(BENCH_ENVOY)/bodies 133 45
+	$(VENV)/bin/python envoy/bench/bench_envoy.py --bodies $(BENCH_ENVOY)/bodies --wrk $(WRK) --out $(BENCH_ENVOY)
+
+$(WRK):
+	mkdir -p $(CACHE)/debs
+	cd $(CACHE)/debs && { apt-get download wrk libluajit-5.1-2 2>/dev/null || { apt-get update -qq && apt-get download wrk libluajit-5.1-2; }; }
+	dpkg -x $$(ls -t $(CACHE)/debs/wrk_*.deb | head -1) $(CACHE)/wrk
+	dpkg -x $$(ls -t $(CACHE)/debs/libluajit-5.1-2_*.deb | head -1) $(CACHE)/wrk
+	test -x $@

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 pub mod synthetic;
 
+#[cfg(feature = "wasm")]
 mod wasm;
+#[cfg(feature = "wasm")]
 pub use wasm::WasmGuest;
 
 /// The body kinds, numbered as the wasm guest's `rewrite` export expects.

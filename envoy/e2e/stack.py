@@ -71,9 +71,10 @@ def jwt(tenant, issuer=JWT_ISSUER, key=JWT_KEY, lifetime=3600):
     return (header + b"." + payload + b"." + signature).decode()
 
 
-def render_envoy_config(values):
-    """envoy/local.yaml with its placeholders filled (every one must be given)."""
-    return string.Template(TEMPLATE.read_text()).substitute(values)
+def render_envoy_config(values, template=TEMPLATE):
+    """An Envoy template (envoy/local.yaml by default) with its placeholders filled
+    (every one it uses must be given; extra values are ignored)."""
+    return string.Template(Path(template).read_text()).substitute(values)
 
 
 def wait_for(what, check, timeout=20.0, interval=0.05):
@@ -169,13 +170,15 @@ class Stack:
     tenant_config / inject_config: the plugin configurations of the two listeners
     (dicts; the examples in deploy/examples/ by default). namespaces_file: what the
     control plane serves; kubeconfig instead watches that apiserver; control_plane=False
-    starts none (the filter then never gets a snapshot).
+    starts none (the filter then never gets a snapshot). template: another Envoy
+    template with the same placeholders (the benchmark's envoy/bench.yaml).
     """
 
     def __init__(
         self, workdir, tenant_config=None, inject_config=None,
         namespaces_file=EXAMPLES / "namespaces.yaml", kubeconfig=None, control_plane=True,
         upstream_timeout="5s", concurrency=2, standin_args=(), envoy_template_values=None,
+        template=TEMPLATE,
     ):
         self.dir = Path(workdir)
         self.tenant_config = tenant_config or example_config("tenant")
@@ -187,6 +190,7 @@ class Stack:
         self.concurrency = concurrency
         self.standin_args = list(standin_args)
         self.extra_values = envoy_template_values or {}
+        self.template = Path(template)
         self.processes = {}
         self.ports = {}
 
@@ -213,7 +217,7 @@ class Stack:
             self.ports[name] = free_port()
         self.write_credentials()
         self.envoy_config = self.dir / "envoy.yaml"
-        self.envoy_config.write_text(render_envoy_config(self.envoy_values()))
+        self.envoy_config.write_text(render_envoy_config(self.envoy_values(), self.template))
 
     def start(self):
         self.prepare()

@@ -2,6 +2,7 @@
 also loads the filter into V8 and runs its configuration check)."""
 
 import subprocess
+import sys
 
 import yaml
 
@@ -39,6 +40,19 @@ def test_a_bad_plugin_configuration_fails_validation():
     )
     assert r.returncode != 0
     assert "namespaceLable" in r.stdout + r.stderr
+
+
+def test_bench_yaml_validates_with_the_benchmark_plugin_configuration():
+    sys.path.insert(0, str(stack.REPO / "envoy" / "bench"))
+    import bench_envoy
+
+    s = stack.Stack(
+        stack.clean_dir(WORK / "validate-bench"),
+        tenant_config=bench_envoy.bench_plugin_config(), template=bench_envoy.TEMPLATE,
+    )
+    s.prepare()
+    out = validate(s.envoy_config)
+    assert "kubelet-scope: configured:" in out, out
 
 
 # Where the DaemonSet mounts things -> what stands in for them here.
