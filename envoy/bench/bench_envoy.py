@@ -100,14 +100,17 @@ def start_regex_proxy(s, allowed):
     argv = [sys.executable, REGEX_PROXY, "--port", port, "--kubelet", f"https://127.0.0.1:{s.ports['kubelet']}",
             "--ca", s.kubelet_cert, "--allowed", ",".join(allowed)]
     proc = stack.Process("regex-proxy", argv, s.dir)
-    s.processes["regex-proxy"] = proc  # stopped with the stack
 
     def up():
         proc.check()
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
 
-    stack.wait_for("the regex proxy", up)
+    try:
+        stack.wait_for("the regex proxy", up)
+    except BaseException:
+        proc.stop()
+        raise
     return port, proc
 
 
@@ -429,19 +432,23 @@ def main(argv=None):
         s.wait_ready(TENANT)
         allowed = sorted(n for n, l in spec.items() if l.get("tenant") == TENANT)
         regex_port, regex = start_regex_proxy(s, allowed)
-        envoy_pid, standin_pid = s.processes["envoy"].proc.pid, s.processes["kubelet"].proc.pid
-        routes = [
-            Route("off", s.ports["tenant"], "/unfiltered" + KUBELET_PATH, {"proxy": envoy_pid, "stand-in": standin_pid}),
-            Route("filter", s.ports["tenant"], KUBELET_PATH, {"proxy": envoy_pid, "stand-in": standin_pid}),
-            Route("regex", regex_port, KUBELET_PATH, {"proxy": regex.proc.pid, "stand-in": standin_pid},
-                  {"authorization": "Bearer " + stack.NODE_TOKEN}),
-        ]
-        sizes = check_answers(routes, bodies, spec)
-        counters_before = envoy_counters(s)
-        print(f"bench-envoy: {len(bodies)} bodies x {CONCURRENCIES} x {len(routes)} routes x {args.rounds} rounds"
-              f" x {args.seconds} s", flush=True)
-        runs = measure(args.wrk, routes, bodies, args.rounds, args.seconds, workdir)
-        stats = {k: v - counters_before.get(k, 0) for k, v in envoy_counters(s).items()}
+        try:
+            envoy_pid, standin_pid = s.processes["envoy"].proc.pid, s.processes["kubelet"].proc.pid
+            routes = [
+                Route("off", s.ports["tenant"], "/unfiltered" + KUBELET_PATH,
+                      {"proxy": envoy_pid, "stand-in": standin_pid}),
+                Route("filter", s.ports["tenant"], KUBELET_PATH, {"proxy": envoy_pid, "stand-in": standin_pid}),
+                Route("regex", regex_port, KUBELET_PATH, {"proxy": regex.proc.pid, "stand-in": standin_pid},
+                      {"authorization": "Bearer " + stack.NODE_TOKEN}),
+            ]
+            sizes = check_answers(routes, bodies, spec)
+            counters_before = envoy_counters(s)
+            print(f"bench-envoy: {len(bodies)} bodies x {CONCURRENCIES} x {len(routes)} routes"
+                  f" x {args.rounds} rounds x {args.seconds} s", flush=True)
+            runs = measure(args.wrk, routes, bodies, args.rounds, args.seconds, workdir)
+            stats = {k: v - counters_before.get(k, 0) for k, v in envoy_counters(s).items()}
+        finally:
+            regex.stop()
     table = summarize(runs, bodies, sizes)
     report = render(table, stats, context)
     (out / "report.md").write_text(report)
