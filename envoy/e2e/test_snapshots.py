@@ -83,16 +83,37 @@ class Apiserver:
         }))
         return path
 
-    def label_namespace(self, name, labels):
+    def call(self, method, path, body, content_type):
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
-        body = json.dumps({"metadata": {"labels": labels}})
-        conn.request("PATCH", f"/api/v1/namespaces/{name}", body, {
-            "Authorization": "Bearer admin-token",
-            "Content-Type": "application/merge-patch+json",
-        })
-        r = conn.getresponse()
-        r.read()
-        assert r.status == 200, r.status
+        try:
+            conn.request(method, path, json.dumps(body), {
+                "Authorization": "Bearer admin-token", "Content-Type": content_type,
+            })
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def label_namespace(self, name, labels):
+        """Merges `labels` into the namespace's, creating it if the apiserver's
+        bootstrap has not yet (a fresh apiserver creates `default` a moment after
+        it reports ready)."""
+        for _ in range(20):
+            status, body = self.call(
+                "PATCH", f"/api/v1/namespaces/{name}", {"metadata": {"labels": labels}},
+                "application/merge-patch+json",
+            )
+            if status == 200:
+                return
+            assert status == 404, (status, body)
+            status, body = self.call(
+                "POST", "/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}},
+                "application/json",
+            )
+            if status == 201:
+                return
+            assert status == 409, (status, body)  # created meanwhile: patch it
+        raise AssertionError(f"could not label namespace {name}")
 
     def stop(self):
         subprocess.run([APISERVER_SCRIPT, "stop", self.dir], check=False)
