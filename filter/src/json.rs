@@ -101,6 +101,17 @@ enum State {
     Done,
 }
 
+impl State {
+    /// Between two tokens, where [`skip_deep`] can take over.
+    #[inline]
+    fn between_tokens(self) -> bool {
+        matches!(
+            self,
+            State::ObjFirst | State::Key | State::Value | State::ArrFirst | State::After
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Capture {
     None,
@@ -348,6 +359,19 @@ impl JsonFilter {
             };
         }
         'run: while i < n {
+            // Inside a value no hook looks at, the tight validating loop of
+            // `skip_deep` runs instead of the states (see `quiet_floor`).
+            if depth > self.quiet_floor() && self.capture == Capture::None && st.between_tokens() {
+                let deep = skip_deep(b, i, st, depth, stack, self.quiet_floor());
+                i = deep.i;
+                st = deep.st;
+                depth = deep.depth;
+                stack = deep.stack;
+                str_key = deep.str_key;
+                if i >= n {
+                    break;
+                }
+            }
             match st {
                 State::Str => {
                     // Fast path: escapes and UTF-8 sequences that lie inside the chunk
@@ -794,6 +818,24 @@ impl JsonFilter {
         }
     }
 
+    /// The depth down to which every token is quiet: no hook acts on anything inside
+    /// a container deeper than this (nothing is captured there, no value or closer
+    /// is looked at), so [`skip_deep`] may validate it alone.
+    ///
+    /// Outside the filtered array that is everything below the top-level object;
+    /// inside it, everything below an element's members (depth 3), except the
+    /// reference object (depth 4), whose members are looked at too.
+    #[inline]
+    fn quiet_floor(&self) -> usize {
+        if !self.in_target {
+            1
+        } else if self.in_ref {
+            4
+        } else {
+            3
+        }
+    }
+
     fn too_big(&self) -> BodyError {
         err(format_args!(
             "an element of `{}` is larger than maxJsonBodyBytes ({} bytes)",
@@ -1075,6 +1117,184 @@ impl JsonFilter {
         self.pending.clear();
         self.mark = i + 1;
         Ok(())
+    }
+}
+
+/// Where [`skip_deep`] stopped, and the scanner's state there.
+struct Deep {
+    i: usize,
+    st: State,
+    depth: usize,
+    stack: u64,
+    str_key: bool,
+}
+
+/// Validates quiet JSON (see [`JsonFilter::quiet_floor`]) from `i`, in state `st`
+/// (one of [`State::between_tokens`]) at `depth` > `floor`, without the states'
+/// bookkeeping: one token after the other, strings and numbers scanned whole.
+///
+/// It stops at the closer that brings the depth back to `floor` (just after it, in
+/// `After`), at the end of the chunk, and at anything it does not handle itself:
+/// a token that continues past the chunk, an escape or byte the string fast path
+/// leaves to the states, too deep a nesting, or invalid JSON. It stops *before*
+/// such a token, in the state the states would be in there, so that they take
+/// over as if they had read everything themselves: they report the errors, with
+/// their messages. (A string is an exception: it stops inside it, where
+/// `scan_string` stopped, in `Str`, after content that `scan_string` checked.)
+#[inline(never)]
+fn skip_deep(
+    b: &[u8],
+    mut i: usize,
+    st: State,
+    mut depth: usize,
+    mut stack: u64,
+    floor: usize,
+) -> Deep {
+    macro_rules! stop {
+        ($st:expr) => {
+            stop!($st, false)
+        };
+        ($st:expr, $key:expr) => {
+            return Deep {
+                i,
+                st: $st,
+                depth,
+                stack,
+                str_key: $key,
+            }
+        };
+    }
+    // A key and its colon, from the `"` at `i` to just after the colon.
+    macro_rules! key {
+        () => {{
+            let j = match scan_string(b, i + 1) {
+                Ok(j) => j,
+                Err(at) => {
+                    i = at;
+                    stop!(State::Str, true);
+                }
+            };
+            i = skip_ws(b, j + 1);
+            if b.get(i) != Some(&b':') {
+                stop!(State::Colon);
+            }
+            i += 1;
+        }};
+    }
+    // Closes the container at `depth` with the byte at `i`: stops on reaching `floor`.
+    macro_rules! close {
+        () => {{
+            depth -= 1;
+            i += 1;
+            if depth == floor {
+                stop!(State::After);
+            }
+        }};
+    }
+    // No state variable: the code position is the state. `after` enters the loop
+    // after a value instead of before one.
+    let mut after = false;
+    match st {
+        State::After => after = true,
+        State::Key | State::ObjFirst => {
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b'"') => key!(),
+                Some(b'}') if st == State::ObjFirst => {
+                    close!();
+                    after = true;
+                }
+                _ => stop!(st),
+            }
+        }
+        State::ArrFirst => {
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b']') => {
+                    close!();
+                    after = true;
+                }
+                Some(_) => {}
+                None => stop!(st),
+            }
+        }
+        _ => {}
+    }
+    'value: loop {
+        if !after {
+            i = skip_ws(b, i);
+            let Some(&c) = b.get(i) else {
+                stop!(State::Value);
+            };
+            match c {
+                b'"' => match scan_string(b, i + 1) {
+                    Ok(j) => i = j + 1,
+                    Err(at) => {
+                        i = at;
+                        stop!(State::Str);
+                    }
+                },
+                b'{' | b'[' => {
+                    if depth >= MAX_DEPTH {
+                        stop!(State::Value);
+                    }
+                    let object = c == b'{';
+                    stack = (stack & !(1 << depth)) | (u64::from(object) << depth);
+                    depth += 1;
+                    i = skip_ws(b, i + 1);
+                    match (object, b.get(i)) {
+                        (true, Some(b'"')) => {
+                            key!();
+                            continue 'value;
+                        }
+                        (true, Some(b'}')) | (false, Some(b']')) => close!(),
+                        (false, Some(_)) => continue 'value,
+                        (true, _) => stop!(State::ObjFirst),
+                        (false, None) => stop!(State::ArrFirst),
+                    }
+                }
+                b'-' | b'0'..=b'9' => match scan_number(b, i) {
+                    Some(Ok(end)) => i = end,
+                    _ => stop!(State::Value),
+                },
+                b't' | b'f' | b'n' => {
+                    let lit: &[u8] = match c {
+                        b't' => b"true",
+                        b'f' => b"false",
+                        _ => b"null",
+                    };
+                    if b.get(i..i + lit.len()) != Some(lit) {
+                        stop!(State::Value);
+                    }
+                    i += lit.len();
+                }
+                _ => stop!(State::Value),
+            }
+        }
+        after = false;
+        // After a value: `,` and the next key or value, or closers.
+        loop {
+            i = skip_ws(b, i);
+            let Some(&c) = b.get(i) else {
+                stop!(State::After);
+            };
+            let object = (stack >> (depth - 1)) & 1 == 1;
+            match c {
+                b',' => {
+                    i += 1;
+                    if object {
+                        i = skip_ws(b, i);
+                        if b.get(i) != Some(&b'"') {
+                            stop!(State::Key);
+                        }
+                        key!();
+                    }
+                    continue 'value;
+                }
+                b'}' | b']' if (c == b'}') == object => close!(),
+                _ => stop!(State::After),
+            }
+        }
     }
 }
 
@@ -1605,6 +1825,95 @@ mod tests {
             "]".repeat(60)
         );
         assert_eq!(run(StatsSummary, &ok).unwrap(), ok);
+    }
+
+    #[test]
+    fn deep_values_are_validated_like_shallow_ones() {
+        // Values deep inside an element, and inside `node`, are read by `skip_deep`,
+        // which leaves anything wrong to the states: same errors, every split.
+        let bad: &[(&[u8], &str)] = &[
+            (b"01", "expected `,`"),
+            (b"-", "number"),
+            (b"1.", "number"),
+            (b"1e", "number"),
+            (b"1e+", "number"),
+            (b"tru", "literal"),
+            (b"nul", "literal"),
+            (br#""sh\op""#, "escape"),
+            (br#""\ud800""#, "surrogate"),
+            (br#""\ud800\u0041""#, "surrogate"),
+            (br#""\udc00""#, "surrogate"),
+            (br#""\u12G4""#, "\\u escape"),
+            (b"\"a\tb\"", "control"),
+            (b"\"\xC0\x80\"", "UTF-8"),
+            (b"\"\xE2\x82\"", "UTF-8"),
+            (br#"{"k" 1}"#, "expected `:`"),
+            (br#"{"k":1,}"#, "object key"),
+            (br#"{,}"#, "object key"),
+            (br#"{"k":}"#, "expected a value"),
+            (b"[1,]", "expected a value"),
+            (b"[,]", "expected a value"),
+            (b"[1}", "mismatched"),
+            (br#"{"k":1]"#, "mismatched"),
+            (b"[1 2]", "expected `,`"),
+            (b"x", "expected a value"),
+        ];
+        let deep = |prefix: &[u8], value: &[u8], suffix: &[u8]| {
+            let mut body = prefix.to_vec();
+            body.extend_from_slice(value);
+            body.extend_from_slice(suffix);
+            body
+        };
+        let contexts: [(JsonEndpoint, &[u8], &[u8]); 3] = [
+            (
+                PodList,
+                br#"{"items":[{"metadata":{"namespace":"shop"},"spec":{"a":[{"b":"#,
+                b"}]}}]}",
+            ),
+            (
+                PodList,
+                br#"{"items":[{"metadata":{"namespace":"shop","x":{"y":[1, "#,
+                b"]}}}]}",
+            ),
+            (
+                StatsSummary,
+                br#"{"node":{"a":[[{"b": "#,
+                br#"}]]},"pods":[]}"#,
+            ),
+        ];
+        for (endpoint, prefix, suffix) in contexts {
+            for (value, why) in bad {
+                let body = deep(prefix, value, suffix);
+                let whole = run_split(endpoint, &body, &[]).unwrap_err();
+                assert!(
+                    whole.0.contains(why),
+                    "{}: {whole}",
+                    String::from_utf8_lossy(&body)
+                );
+                for s in 0..=body.len() {
+                    let e = run_split(endpoint, &body, &[s]).unwrap_err();
+                    assert_eq!(e, whole, "split at {s}");
+                }
+            }
+            let good = deep(
+                prefix,
+                r#"{"k":[true,false,null,-0.5e+3,"\u00e9\ud83d\ude00é"]}"#.as_bytes(),
+                suffix,
+            );
+            let whole = run_split(endpoint, &good, &[]).unwrap();
+            for s in 0..=good.len() {
+                assert_eq!(run_split(endpoint, &good, &[s]).unwrap(), whole);
+            }
+            let nested = deep(
+                prefix,
+                format!("{}1{}", "[".repeat(70), "]".repeat(70)).as_bytes(),
+                suffix,
+            );
+            assert!(run_split(endpoint, &nested, &[])
+                .unwrap_err()
+                .0
+                .contains("nesting"));
+        }
     }
 
     #[test]
