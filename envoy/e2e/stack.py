@@ -60,13 +60,17 @@ def free_port():
 
 def jwt(tenant, issuer=JWT_ISSUER, key=JWT_KEY, lifetime=3600):
     """An HS256 token with a `tenant` claim, as the tenant's identity provider would mint."""
+    return sign_jwt({"iss": issuer, "aud": JWT_AUDIENCE, "tenant": tenant}, key, lifetime)
+
+
+def sign_jwt(claims, key=JWT_KEY, lifetime=3600):
+    """`claims` (plus `exp`) as an HS256 JWT signed with `key` (the stack's JWKS key)."""
 
     def b64(data):
         return base64.urlsafe_b64encode(data).rstrip(b"=")
 
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "demo"}).encode())
-    claims = {"iss": issuer, "aud": JWT_AUDIENCE, "tenant": tenant, "exp": int(time.time()) + lifetime}
-    payload = b64(json.dumps(claims).encode())
+    payload = b64(json.dumps({**claims, "exp": int(time.time()) + lifetime}).encode())
     signature = b64(hmac.new(key, header + b"." + payload, hashlib.sha256).digest())
     return (header + b"." + payload + b"." + signature).decode()
 
@@ -171,14 +175,15 @@ class Stack:
     (dicts; the examples in deploy/examples/ by default). namespaces_file: what the
     control plane serves; kubeconfig instead watches that apiserver; control_plane=False
     starts none (the filter then never gets a snapshot). template: another Envoy
-    template with the same placeholders (the benchmark's envoy/bench.yaml).
+    template with the same placeholders (the benchmark's envoy/bench.yaml); render:
+    a function of the prepared stack returning the whole Envoy configuration instead.
     """
 
     def __init__(
         self, workdir, tenant_config=None, inject_config=None,
         namespaces_file=EXAMPLES / "namespaces.yaml", kubeconfig=None, control_plane=True,
         upstream_timeout="5s", concurrency=2, standin_args=(), envoy_template_values=None,
-        template=TEMPLATE,
+        template=TEMPLATE, render=None,
     ):
         self.dir = Path(workdir)
         self.tenant_config = tenant_config or example_config("tenant")
@@ -191,6 +196,7 @@ class Stack:
         self.standin_args = list(standin_args)
         self.extra_values = envoy_template_values or {}
         self.template = Path(template)
+        self.render = render
         self.processes = {}
         self.ports = {}
 
@@ -217,7 +223,11 @@ class Stack:
             self.ports[name] = free_port()
         self.write_credentials()
         self.envoy_config = self.dir / "envoy.yaml"
-        self.envoy_config.write_text(render_envoy_config(self.envoy_values(), self.template))
+        if self.render:
+            text = self.render(self)
+        else:
+            text = render_envoy_config(self.envoy_values(), self.template)
+        self.envoy_config.write_text(text)
 
     def start(self):
         self.prepare()
