@@ -113,6 +113,8 @@ $(VENV)/.installed: envoy/requirements.txt
 # plane, the kubelet stand-in, a real Prometheus and the real apiserver; every
 # shipped Envoy configuration through `envoy --mode validate`.
 e2e: venv wasm $(PROMTOOL) kube-apiserver
+	$(VENV)/bin/ruff check envoy/
+	$(VENV)/bin/ruff format --check envoy/
 	cargo build -p kubelet-scope
 	$(VENV)/bin/pytest -q -p no:cacheprovider envoy/e2e
 

@@ -55,8 +55,8 @@ def show(s):
     pick = re.compile(r'^container_cpu_usage_seconds_total\{.*namespace="workload-stress-ng"')
     raw = s.kubelet("/metrics/cadvisor").body
     injected = s.get("inject", "/metrics/cadvisor").body
-    before = [l for l in raw.decode().splitlines() if pick.match(l)][:2]
-    after = [l for l in injected.decode().splitlines() if pick.match(l)][:2]
+    before = [line for line in raw.decode().splitlines() if pick.match(line)][:2]
+    after = [line for line in injected.decode().splitlines() if pick.match(line)][:2]
     print("== Label injection: the platform's view (inject listener), /metrics/cadvisor")
     print("-- the kubelet says:")
     for line in before:
@@ -86,25 +86,28 @@ def instructions(s):
     for t in TENANTS:
         (s.dir / f"token-{t}").write_text(stack.jwt(t, lifetime=24 * 3600))
     token = f"$(cat {s.dir}/token-acme)"
-    print(f"""
+    print(
+        f"""
 == The stack is running (work directory {s.dir})
-   Envoy tenant listener  http://127.0.0.1:{p['tenant']}  (JWT with a `tenant` claim:
+   Envoy tenant listener  http://127.0.0.1:{p["tenant"]}  (JWT with a `tenant` claim:
                           {s.dir}/token-{{{",".join(TENANTS)}}})
-   Envoy inject listener  http://127.0.0.1:{p['inject']}  (platform view, labels injected)
-   Envoy admin            http://127.0.0.1:{p['admin']}/stats?filter=kubelet_scope
-   control plane          http://127.0.0.1:{p['control_plane']}/v1/snapshot
-   kubelet stand-in       https://127.0.0.1:{p['kubelet']}  (token in {s.dir / 'node-token'})
+   Envoy inject listener  http://127.0.0.1:{p["inject"]}  (platform view, labels injected)
+   Envoy admin            http://127.0.0.1:{p["admin"]}/stats?filter=kubelet_scope
+   control plane          http://127.0.0.1:{p["control_plane"]}/v1/snapshot
+   kubelet stand-in       https://127.0.0.1:{p["kubelet"]}  (token in {s.dir / "node-token"})
 
    Try:
    curl -s -H "authorization: Bearer {token}" \\
-        http://127.0.0.1:{p['tenant']}/metrics/cadvisor | grep -o 'namespace="[^"]*"' | sort | uniq -c
-   curl -s -H "authorization: Bearer {token}" http://127.0.0.1:{p['tenant']}/pods | head -20
-   curl -s -i -H "authorization: Bearer {token}" http://127.0.0.1:{p['tenant']}/configz
-   curl -s http://127.0.0.1:{p['inject']}/metrics/cadvisor | grep -m3 team=
+        http://127.0.0.1:{p["tenant"]}/metrics/cadvisor | grep -o 'namespace="[^"]*"' | sort | uniq -c
+   curl -s -H "authorization: Bearer {token}" http://127.0.0.1:{p["tenant"]}/pods | head -20
+   curl -s -i -H "authorization: Bearer {token}" http://127.0.0.1:{p["tenant"]}/configz
+   curl -s http://127.0.0.1:{p["inject"]}/metrics/cadvisor | grep -m3 team=
    Edit {s.namespaces_file} (labels `team`, `tenant`):
    Envoy's answers change within a second or two.
 
-   Ctrl-C stops everything.""", flush=True)
+   Ctrl-C stops everything.""",
+        flush=True,
+    )
 
 
 def main():
@@ -118,9 +121,12 @@ def main():
         workdir,
         namespaces_file=namespaces,
         standin_args=[
-            "--serve", f"/metrics/cadvisor={CADVISOR}",
-            "--serve", f"/pods={PODS}",
-            "--serve", f"/stats/summary={SUMMARY}",
+            "--serve",
+            f"/metrics/cadvisor={CADVISOR}",
+            "--serve",
+            f"/pods={PODS}",
+            "--serve",
+            f"/stats/summary={SUMMARY}",
         ],
     )
     # Ctrl-C and SIGTERM stop the stack (also when started in the background, where

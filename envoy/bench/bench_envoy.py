@@ -70,19 +70,11 @@ def namespace_spec(snapshot_file):
     return {name: ns["labels"] for name, ns in snapshot["namespaces"].items()}
 
 
-def write_namespaces_file(path, spec):
-    """The namespaces as `kubectl get namespaces -o json` prints them, for `serve
-    --namespaces-file`."""
-    items = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": l}}
-        for n, l in spec.items()
-    ]
-    Path(path).write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-
-
 def find_bodies(directory):
     """The generated cadvisor bodies, largest first: (fixture name, path, size)."""
-    paths = sorted(Path(directory).resolve().glob("cadvisor-*pods.txt"), key=lambda p: -p.stat().st_size)
+    paths = sorted(
+        Path(directory).resolve().glob("cadvisor-*pods.txt"), key=lambda p: -p.stat().st_size
+    )
     if not paths:
         raise SystemExit(f"no cadvisor-*pods.txt in {directory}: run the synthetic_bodies binary")
     return [("bench-" + p.name, p, p.stat().st_size) for p in paths]
@@ -92,13 +84,26 @@ def wrk_env(wrk):
     """wrk unpacked from its .deb finds its libluajit beside it, not system-wide."""
     root = Path(wrk).resolve().parents[2]
     libs = {str(Path(p).parent) for p in glob.glob(str(root / "usr/lib/*/libluajit-5.1.so.2"))}
-    return {**os.environ, "LD_LIBRARY_PATH": ":".join(sorted(libs) + [os.environ.get("LD_LIBRARY_PATH", "")])}
+    return {
+        **os.environ,
+        "LD_LIBRARY_PATH": ":".join(sorted(libs) + [os.environ.get("LD_LIBRARY_PATH", "")]),
+    }
 
 
 def start_regex_proxy(s, allowed):
     port = stack.free_port()
-    argv = [sys.executable, REGEX_PROXY, "--port", port, "--kubelet", f"https://127.0.0.1:{s.ports['kubelet']}",
-            "--ca", s.kubelet_cert, "--allowed", ",".join(allowed)]
+    argv = [
+        sys.executable,
+        REGEX_PROXY,
+        "--port",
+        port,
+        "--kubelet",
+        f"https://127.0.0.1:{s.ports['kubelet']}",
+        "--ca",
+        s.kubelet_cert,
+        "--allowed",
+        ",".join(allowed),
+    ]
     proc = stack.Process("regex-proxy", argv, s.dir)
 
     def up():
@@ -137,7 +142,7 @@ def check_answers(routes, bodies, spec):
     """One request per route and body before timing anything: the unfiltered route
     returns the body unchanged, the filtered one only the tenant's namespaces with
     their team label. Returns body sizes per (route, fixture)."""
-    own = {n for n, l in spec.items() if l.get("tenant") == TENANT}
+    own = {n for n, labels in spec.items() if labels.get("tenant") == TENANT}
     sizes = {}
     for fixture, path, _ in bodies:
         raw = path.read_bytes()
@@ -190,14 +195,16 @@ def undo_correction(histogram, requests, connections, duration_us):
 
 
 def read_wrk_report(path, connections):
-    lines = [l.split() for l in Path(path).read_text().splitlines()]
-    totals = {l[0]: [int(x) for x in l[1:]] for l in lines if l[0] != "latency"}
-    histogram = {int(l[1]): int(l[2]) for l in lines if l[0] == "latency"}
+    lines = [line.split() for line in Path(path).read_text().splitlines()]
+    totals = {w[0]: [int(x) for x in w[1:]] for w in lines if w[0] != "latency"}
+    histogram = {int(w[1]): int(w[2]) for w in lines if w[0] == "latency"}
     run = {
         "requests": totals["requests"][0],
         "duration_us": totals["duration_us"][0],
         "bytes": totals["bytes"][0],
-        "errors": dict(zip(("connect", "read", "write", "status", "timeout"), totals["errors"])),
+        "errors": dict(
+            zip(("connect", "read", "write", "status", "timeout"), totals["errors"], strict=True)
+        ),
     }
     run["latency"] = undo_correction(histogram, run["requests"], connections, run["duration_us"])
     return run
@@ -207,8 +214,17 @@ def wrk_run(wrk, route, fixture, connections, seconds, report):
     """One wrk run on `route`; returns the run's totals, latency histogram and the
     CPU seconds of the route's proxy and of the stand-in during it."""
     headers = {**route.headers, "x-standin-fixture": fixture, "x-standin-chunk": str(CHUNK)}
-    argv = [wrk, f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-            "-s", WRK_SCRIPT, route.url()]
+    argv = [
+        wrk,
+        f"-t{min(connections, 2)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        WRK_SCRIPT,
+        route.url(),
+    ]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     env = {**wrk_env(wrk), "WRK_REPORT": str(report)}
@@ -219,7 +235,7 @@ def wrk_run(wrk, route, fixture, connections, seconds, report):
     after = {name: cpu_seconds(pid) for name, pid in route.pid.items()}
     run = read_wrk_report(report, connections)
     run["cpu"] = {name: after[name] - before[name] for name in route.pid}
-    run["machine"] = [a - b for a, b in zip(machine_after, machine_before)]
+    run["machine"] = [a - b for a, b in zip(machine_after, machine_before, strict=True)]
     return run
 
 
@@ -236,9 +252,18 @@ def measure(wrk, routes, bodies, rounds, seconds, workdir):
                 for route in order:
                     report = workdir / f"wrk-{fixture}-{connections}-{r}-{route.name}.txt"
                     run = wrk_run(wrk, route, fixture, connections, seconds, report)
-                    run.update(route=route.name, fixture=fixture, size=size, connections=connections, round=r)
-                    print(f"  {fixture} c={connections} round {r} {route.name:>7}: {run['requests']} requests,"
-                          f" p50 {percentile(run['latency'], 50) / 1000:.1f} ms", flush=True)
+                    run.update(
+                        route=route.name,
+                        fixture=fixture,
+                        size=size,
+                        connections=connections,
+                        round=r,
+                    )
+                    print(
+                        f"  {fixture} c={connections} round {r} {route.name:>7}: {run['requests']} requests,"
+                        f" p50 {percentile(run['latency'], 50) / 1000:.1f} ms",
+                        flush=True,
+                    )
                     runs.append(run)
     return runs
 
@@ -308,20 +333,31 @@ def summarize(runs, bodies, sizes):
         for connections in CONCURRENCIES:
             rows = {}
             for name in ROUTE_TITLES:
-                mine = [r for r in runs if (r["fixture"], r["connections"], r["route"]) == (fixture, connections, name)]
+                mine = [
+                    r
+                    for r in runs
+                    if (r["fixture"], r["connections"], r["route"]) == (fixture, connections, name)
+                ]
                 rows[name] = pool(mine)
                 rows[name]["body_out"] = sizes[name, fixture]
             off, on, regex = rows["off"], rows["filter"], rows["regex"]
-            table.append({
-                "fixture": fixture, "size": size, "connections": connections, "rows": rows,
-                "added_p50": on["p50"] - off["p50"],
-                "added_p90": on["p90"] - off["p90"],
-                "added_p99": on["p99"] - off["p99"],
-                "added_cpu_ms": on["proxy_cpu_ms"] - off["proxy_cpu_ms"],
-                "target_p99": target_for(size),
-                "regex_vs_filter": {k: regex[k] / on[k] if on[k] else float("nan")
-                                    for k in ("p50", "p99", "proxy_cpu_ms")},
-            })
+            table.append(
+                {
+                    "fixture": fixture,
+                    "size": size,
+                    "connections": connections,
+                    "rows": rows,
+                    "added_p50": on["p50"] - off["p50"],
+                    "added_p90": on["p90"] - off["p90"],
+                    "added_p99": on["p99"] - off["p99"],
+                    "added_cpu_ms": on["proxy_cpu_ms"] - off["proxy_cpu_ms"],
+                    "target_p99": target_for(size),
+                    "regex_vs_filter": {
+                        k: regex[k] / on[k] if on[k] else float("nan")
+                        for k in ("p50", "p99", "proxy_cpu_ms")
+                    },
+                }
+            )
     return table
 
 
@@ -382,9 +418,15 @@ def render(table, stats, context):
 
 def envoy_counters(s):
     """Buffer overflows and the filter's decisions, from Envoy's admin /stats."""
-    wanted = re.compile(r"too_large|^http\.bench\.downstream_rq_[2-5]xx$|kubelet_scope_(requests|refused)_"
-                        r"|kubelet_scope_body_bytes")
-    return {k: v for k, v in s.envoy_stats().items() if wanted.search(k) and not k.startswith("http.admin.")}
+    wanted = re.compile(
+        r"too_large|^http\.bench\.downstream_rq_[2-5]xx$|kubelet_scope_(requests|refused)_"
+        r"|kubelet_scope_body_bytes"
+    )
+    return {
+        k: v
+        for k, v in s.envoy_stats().items()
+        if wanted.search(k) and not k.startswith("http.admin.")
+    }
 
 
 def tool_version(argv, pattern, env=None):
@@ -398,7 +440,7 @@ def run_context(args):
     return {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-                   f"load average {' '.join(load)} at the start",
+        f"load average {' '.join(load)} at the start",
         "envoy": tool_version([stack.ENVOY, "--version"], r"/(\d+\.\d+\.\d+)/"),
         "wrk": tool_version([args.wrk, "-v"], r"wrk (\S+)", wrk_env(args.wrk)),
         "rounds": args.rounds,
@@ -420,31 +462,52 @@ def main(argv=None):
     workdir = stack.clean_dir(out / "stack")
     bodies = find_bodies(args.bodies)
     spec = namespace_spec(Path(args.bodies) / "snapshot.json")
-    write_namespaces_file(workdir / "namespaces.json", spec)
+    stack.write_namespaces_file(workdir / "namespaces.json", spec)
     context = run_context(args)
     s = stack.Stack(
-        workdir, tenant_config=bench_plugin_config(), namespaces_file=workdir / "namespaces.json",
-        upstream_timeout="60s", concurrency=context["envoy_workers"], template=TEMPLATE,
+        workdir,
+        tenant_config=bench_plugin_config(),
+        namespaces_file=workdir / "namespaces.json",
+        upstream_timeout="60s",
+        concurrency=context["envoy_workers"],
+        template=TEMPLATE,
         standin_args=[a for f, path, _ in bodies for a in ("--extra-fixture", f"{f}={path}")],
     )
     started = time.monotonic()
     with s:
         s.wait_ready(TENANT)
-        allowed = sorted(n for n, l in spec.items() if l.get("tenant") == TENANT)
+        allowed = sorted(n for n, labels in spec.items() if labels.get("tenant") == TENANT)
         regex_port, regex = start_regex_proxy(s, allowed)
         try:
             envoy_pid, standin_pid = s.processes["envoy"].proc.pid, s.processes["kubelet"].proc.pid
             routes = [
-                Route("off", s.ports["tenant"], "/unfiltered" + KUBELET_PATH,
-                      {"proxy": envoy_pid, "stand-in": standin_pid}),
-                Route("filter", s.ports["tenant"], KUBELET_PATH, {"proxy": envoy_pid, "stand-in": standin_pid}),
-                Route("regex", regex_port, KUBELET_PATH, {"proxy": regex.proc.pid, "stand-in": standin_pid},
-                      {"authorization": "Bearer " + stack.NODE_TOKEN}),
+                Route(
+                    "off",
+                    s.ports["tenant"],
+                    "/unfiltered" + KUBELET_PATH,
+                    {"proxy": envoy_pid, "stand-in": standin_pid},
+                ),
+                Route(
+                    "filter",
+                    s.ports["tenant"],
+                    KUBELET_PATH,
+                    {"proxy": envoy_pid, "stand-in": standin_pid},
+                ),
+                Route(
+                    "regex",
+                    regex_port,
+                    KUBELET_PATH,
+                    {"proxy": regex.proc.pid, "stand-in": standin_pid},
+                    {"authorization": "Bearer " + stack.NODE_TOKEN},
+                ),
             ]
             sizes = check_answers(routes, bodies, spec)
             counters_before = envoy_counters(s)
-            print(f"bench-envoy: {len(bodies)} bodies x {CONCURRENCIES} x {len(routes)} routes"
-                  f" x {args.rounds} rounds x {args.seconds} s", flush=True)
+            print(
+                f"bench-envoy: {len(bodies)} bodies x {CONCURRENCIES} x {len(routes)} routes"
+                f" x {args.rounds} rounds x {args.seconds} s",
+                flush=True,
+            )
             runs = measure(args.wrk, routes, bodies, args.rounds, args.seconds, workdir)
             stats = {k: v - counters_before.get(k, 0) for k, v in envoy_counters(s).items()}
         finally:
@@ -452,13 +515,19 @@ def main(argv=None):
     table = summarize(runs, bodies, sizes)
     report = render(table, stats, context)
     (out / "report.md").write_text(report)
-    (out / "results.json").write_text(json.dumps({"context": context, "table": table, "stats": stats}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps({"context": context, "table": table, "stats": stats}, indent=1)
+    )
     print("\n" + report)
     print(f"bench-envoy: {time.monotonic() - started:.0f} s; written to {out / 'report.md'}")
     failed = [r for r in runs if sum(r["errors"].values())]
     if failed:
-        print(f"bench-envoy: {len(failed)} runs had errors (non-2xx, resets, timeouts): "
-              + ", ".join(f"{r['fixture']} c={r['connections']} {r['route']}: {r['errors']}" for r in failed))
+        print(
+            f"bench-envoy: {len(failed)} runs had errors (non-2xx, resets, timeouts): "
+            + ", ".join(
+                f"{r['fixture']} c={r['connections']} {r['route']}: {r['errors']}" for r in failed
+            )
+        )
         return 1
     return 0
 

@@ -21,6 +21,7 @@ benchmark, none of them changing the per-byte work:
 """
 
 import argparse
+import contextlib
 import http.server
 import re
 import ssl
@@ -93,10 +94,8 @@ def main(argv=None):
     server.tls = ssl.create_default_context(cafile=args.ca)
     server.allowed = args.allowed.split(",")
     print(f"regex proxy on http://127.0.0.1:{args.port}, allowed: {server.allowed}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

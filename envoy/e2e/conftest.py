@@ -29,9 +29,7 @@ def kubelet_path(fixture):
     return None
 
 
-FIXTURES = sorted(
-    n for n in os.listdir(stack.FIXTURES) if kubelet_path(n) is not None
-)
+FIXTURES = sorted(n for n in os.listdir(stack.FIXTURES) if kubelet_path(n) is not None)
 
 
 def read_fixture(name):
@@ -84,25 +82,10 @@ def namespace_map():
     return spec
 
 
-def write_namespaces_file(path, spec):
-    """`kubectl get namespaces -o json` for `spec` (name -> labels), written atomically."""
-    doc = {
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": l}}
-            for n, l in spec.items()
-        ],
-    }
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-
-
 def tenant_namespaces(spec, tenant):
     """What the example tenant configuration gives `tenant`: its labelled namespaces,
     plus kube-system for `platform` (staticNamespaces)."""
-    owned = {n for n, l in spec.items() if l.get("tenant") == tenant}
+    owned = {n for n, labels in spec.items() if labels.get("tenant") == tenant}
     if tenant == "platform":
         owned.add("kube-system")
     return owned
@@ -138,7 +121,7 @@ def live(spec):
     """One stack for the read-only tests: Envoy with both listeners, the control plane
     on a namespaces file built from the captures, the stand-in."""
     workdir = stack.clean_dir(WORK / "live")
-    write_namespaces_file(workdir / "namespaces.json", spec)
+    stack.write_namespaces_file(workdir / "namespaces.json", spec)
     s = stack.Stack(
         workdir,
         namespaces_file=workdir / "namespaces.json",

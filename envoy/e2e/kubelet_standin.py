@@ -69,9 +69,9 @@ class Fixtures:
         self.lock = threading.Lock()
 
     def names(self):
-        return sorted(
-            n for n in os.listdir(self.directory) if not n.endswith(".md")
-        ) + sorted(self.extra)
+        return sorted(n for n in os.listdir(self.directory) if not n.endswith(".md")) + sorted(
+            self.extra
+        )
 
     def get(self, name):
         with self.lock:
@@ -186,11 +186,17 @@ def main(argv=None):
     p.add_argument("--token-file", required=True)
     p.add_argument("--fixtures", required=True, help="directory of captures")
     p.add_argument(
-        "--serve", action="append", default=[], metavar="PATH=FIXTURE",
+        "--serve",
+        action="append",
+        default=[],
+        metavar="PATH=FIXTURE",
         help="default fixture of a kubelet path (repeatable)",
     )
     p.add_argument(
-        "--extra-fixture", action="append", default=[], metavar="NAME=FILE",
+        "--extra-fixture",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
         help="a body outside the fixtures directory (e.g. a generated 10 MB cadvisor)",
     )
     p.add_argument("--verbose", action="store_true")
@@ -211,9 +217,7 @@ def main(argv=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
     # The handshake happens in the request's thread, not in accept().
-    server.socket = ctx.wrap_socket(
-        server.socket, server_side=True, do_handshake_on_connect=False
-    )
+    server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     with open(args.token_file) as f:
         server.token = f.read().strip()
     server.fixtures = fixtures

@@ -75,6 +75,21 @@ def sign_jwt(claims, key=JWT_KEY, lifetime=3600):
     return (header + b"." + payload + b"." + signature).decode()
 
 
+def write_namespaces_file(path, spec):
+    """`kubectl get namespaces -o json` for `spec` (name -> labels), written atomically."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}
+            for n, labels in spec.items()
+        ],
+    }
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+
+
 def render_envoy_config(values, template=TEMPLATE):
     """An Envoy template (envoy/local.yaml by default) with its placeholders filled
     (every one it uses must be given; extra values are ignored)."""
@@ -137,8 +152,12 @@ class Process:
         self.log_path = Path(log_dir) / f"{name}.log"
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            self.argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
 
     def running(self):
@@ -180,10 +199,19 @@ class Stack:
     """
 
     def __init__(
-        self, workdir, tenant_config=None, inject_config=None,
-        namespaces_file=EXAMPLES / "namespaces.yaml", kubeconfig=None, control_plane=True,
-        upstream_timeout="5s", concurrency=2, standin_args=(), envoy_template_values=None,
-        template=TEMPLATE, render=None,
+        self,
+        workdir,
+        tenant_config=None,
+        inject_config=None,
+        namespaces_file=EXAMPLES / "namespaces.yaml",
+        kubeconfig=None,
+        control_plane=True,
+        upstream_timeout="5s",
+        concurrency=2,
+        standin_args=(),
+        envoy_template_values=None,
+        template=TEMPLATE,
+        render=None,
     ):
         self.dir = Path(workdir)
         self.tenant_config = tenant_config or example_config("tenant")
@@ -215,7 +243,11 @@ class Stack:
 
     def prepare(self):
         """Ports, credentials and the rendered Envoy configuration; starts nothing."""
-        for path, hint in ((ENVOY, "make venv"), (WASM, "make wasm"), (CLI, "cargo build -p kubelet-scope")):
+        for path, hint in (
+            (ENVOY, "make venv"),
+            (WASM, "make wasm"),
+            (CLI, "cargo build -p kubelet-scope"),
+        ):
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run `{hint}` first")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -240,10 +272,28 @@ class Stack:
         d = self.dir
         self.kubelet_cert = d / "kubelet.crt"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", d / "kubelet.key", "-out", self.kubelet_cert, "-days", "2",
-             "-subj", "/CN=kubelet-standin", "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                d / "kubelet.key",
+                "-out",
+                self.kubelet_cert,
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kubelet-standin",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
         )
         (d / "node-token").write_text(NODE_TOKEN)
         # The node's token reaches Envoy as an SDS generic secret read from a file, the
@@ -256,7 +306,9 @@ class Stack:
             f"    secret: {{ filename: {d / 'node-token'} }}\n"
         )
         k = base64.urlsafe_b64encode(JWT_KEY).rstrip(b"=").decode()
-        (d / "jwks.json").write_text(json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": "demo", "k": k}]}))
+        (d / "jwks.json").write_text(
+            json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "kid": "demo", "k": k}]})
+        )
 
     def start_control_plane(self):
         argv = [CLI, "serve", "--listen", f"127.0.0.1:{self.ports['control_plane']}"]
@@ -275,14 +327,31 @@ class Stack:
         return request(self.ports["control_plane"], "/readyz", timeout=2).status == 200
 
     def start_standin(self):
-        argv = [sys.executable, STANDIN, "--port", self.ports["kubelet"], "--cert", self.kubelet_cert,
-                "--key", self.dir / "kubelet.key", "--token-file", self.dir / "node-token",
-                "--fixtures", FIXTURES, *self.standin_args]
+        argv = [
+            sys.executable,
+            STANDIN,
+            "--port",
+            self.ports["kubelet"],
+            "--cert",
+            self.kubelet_cert,
+            "--key",
+            self.dir / "kubelet.key",
+            "--token-file",
+            self.dir / "node-token",
+            "--fixtures",
+            FIXTURES,
+            *self.standin_args,
+        ]
         self.processes["kubelet"] = Process("kubelet", argv, self.dir)
 
         def up():
             self.processes["kubelet"].check()
-            return request(self.ports["kubelet"], "/_standin/requests", tls_ca=self.kubelet_cert, timeout=2).status == 200
+            return (
+                request(
+                    self.ports["kubelet"], "/_standin/requests", tls_ca=self.kubelet_cert, timeout=2
+                ).status
+                == 200
+            )
 
         wait_for("the kubelet stand-in", up)
 
@@ -307,8 +376,16 @@ class Stack:
         return values
 
     def start_envoy(self):
-        argv = [ENVOY, "-c", self.envoy_config, "--concurrency", self.concurrency,
-                "--log-level", "info", "--disable-hot-restart"]
+        argv = [
+            ENVOY,
+            "-c",
+            self.envoy_config,
+            "--concurrency",
+            self.concurrency,
+            "--log-level",
+            "info",
+            "--disable-hot-restart",
+        ]
         self.processes["envoy"] = Process("envoy", argv, self.dir)
 
         def live():

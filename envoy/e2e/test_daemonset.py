@@ -10,7 +10,8 @@ cluster's.
 import yaml
 
 import stack
-from conftest import WORK, write_namespaces_file
+from conftest import WORK
+from stack import write_namespaces_file
 
 MANIFEST = stack.REPO / "deploy" / "kubelet-proxy.yaml"
 PROBES = {"x-standin-fixture": "probes-gke-2021-datadog.txt"}  # default, kube-system
@@ -31,7 +32,9 @@ def local_daemonset_config(s):
     token_dir.mkdir(exist_ok=True)
     (token_dir / "token").write_text(stack.NODE_TOKEN)
     sds = s.dir / "kubelet-token-sds.yaml"
-    sds.write_text(map_text(data["kubelet-token-sds.yaml"], {"/var/run/secrets/kubelet-proxy": token_dir}))
+    sds.write_text(
+        map_text(data["kubelet-token-sds.yaml"], {"/var/run/secrets/kubelet-proxy": token_dir})
+    )
     replacements = {
         # Files the DaemonSet mounts.
         "/etc/kubelet-proxy/tls/tls.crt": s.kubelet_cert,
@@ -46,8 +49,7 @@ def local_daemonset_config(s):
         "address: 0.0.0.0, port_value: 10444": f"address: 127.0.0.1, port_value: {s.ports['inject']}",
         "port_value: 9901": f"port_value: {s.ports['admin']}",
         "port_value: 10250": f"port_value: {s.ports['kubelet']}",
-        "address: kubelet-scope.kubelet-scope.svc.cluster.local, port_value: 80":
-            f"address: 127.0.0.1, port_value: {s.ports['control_plane']}",
+        "address: kubelet-scope.kubelet-scope.svc.cluster.local, port_value: 80": f"address: 127.0.0.1, port_value: {s.ports['control_plane']}",
     }
     return map_text(data["envoy.yaml"], replacements)
 
@@ -61,12 +63,14 @@ def map_text(text, replacements):
 
 def service_account_token(namespace, name="prometheus"):
     """Claims as the apiserver puts them in a projected ServiceAccount token."""
-    return stack.sign_jwt({
-        "iss": ISSUER,
-        "aud": ["kubelet-scope"],
-        "sub": f"system:serviceaccount:{namespace}:{name}",
-        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": "0"}},
-    })
+    return stack.sign_jwt(
+        {
+            "iss": ISSUER,
+            "aud": ["kubelet-scope"],
+            "sub": f"system:serviceaccount:{namespace}:{name}",
+            "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": "0"}},
+        }
+    )
 
 
 def get(s, listener, path, namespace=None, headers=None):
@@ -83,10 +87,18 @@ def test_the_daemonset_envoy_configuration_validates_and_mounts_what_it_reads():
 
     out = validate(s.envoy_config)
     assert out.count("kubelet-scope: configured:") >= 2, out
-    mounts = [m["mountPath"] for m in manifest("DaemonSet")["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]]
+    mounts = [
+        m["mountPath"]
+        for m in manifest("DaemonSet")["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    ]
     text = manifest("ConfigMap", "kubelet-proxy-envoy")["data"]["envoy.yaml"]
-    for path in ("/etc/kubelet-proxy/tls/", "/etc/kubelet-proxy/jwks/", "/etc/kubelet-proxy/envoy/",
-                 "/etc/kubelet-scope/filter/", "/var/run/secrets/kubelet-proxy"):
+    for path in (
+        "/etc/kubelet-proxy/tls/",
+        "/etc/kubelet-proxy/jwks/",
+        "/etc/kubelet-proxy/envoy/",
+        "/etc/kubelet-scope/filter/",
+        "/var/run/secrets/kubelet-proxy",
+    ):
         assert path in text
         assert any(path.rstrip("/") == m for m in mounts), path
 
@@ -95,7 +107,9 @@ def test_the_daemonset_configuration_serves_tenants_by_serviceaccount_namespace(
     workdir = stack.clean_dir(WORK / "daemonset")
     spec = {"default": {"team": "web", "tenant": "acme"}, "kube-system": {"team": "platform"}}
     write_namespaces_file(workdir / "namespaces.json", spec)
-    with stack.Stack(workdir, namespaces_file=workdir / "namespaces.json", render=local_daemonset_config) as s:
+    with stack.Stack(
+        workdir, namespaces_file=workdir / "namespaces.json", render=local_daemonset_config
+    ) as s:
         stack.wait_for(
             "the filter to have a snapshot",
             lambda: get(s, "tenant", "/metrics/probes", "acme", PROBES).status == 200,
@@ -105,7 +119,13 @@ def test_the_daemonset_configuration_serves_tenants_by_serviceaccount_namespace(
         assert 'namespace="default"' in r.text and 'team="web"' in r.text
         assert 'namespace="kube-system"' not in r.text
         # A client-sent tenant header changes nothing.
-        spoofed = get(s, "tenant", "/metrics/probes", "acme", {"x-kubelet-scope-tenant": "kube-system", **PROBES})
+        spoofed = get(
+            s,
+            "tenant",
+            "/metrics/probes",
+            "acme",
+            {"x-kubelet-scope-tenant": "kube-system", **PROBES},
+        )
         assert spoofed.body == r.body
         # A scraper whose namespace names no tenant is refused.
         r = get(s, "tenant", "/metrics/probes", "globex", PROBES)
@@ -113,9 +133,15 @@ def test_the_daemonset_configuration_serves_tenants_by_serviceaccount_namespace(
         assert get(s, "tenant", "/configz", "acme").status == 403
         assert get(s, "tenant", "/metrics/probes").status == 401
         # A token meant for another audience (e.g. the apiserver) is not accepted.
-        other = stack.sign_jwt({"iss": ISSUER, "aud": ["kubernetes"], "kubernetes.io": {"namespace": "acme"}})
-        r = stack.request(s.ports["tenant"], "/metrics/probes", {"authorization": "Bearer " + other},
-                          tls_ca=s.kubelet_cert)
+        other = stack.sign_jwt(
+            {"iss": ISSUER, "aud": ["kubernetes"], "kubernetes.io": {"namespace": "acme"}}
+        )
+        r = stack.request(
+            s.ports["tenant"],
+            "/metrics/probes",
+            {"authorization": "Bearer " + other},
+            tls_ca=s.kubelet_cert,
+        )
         assert r.status == 403 and b"Audiences" in r.body
 
         # The platform listener: only ServiceAccounts of `monitoring`, full view.

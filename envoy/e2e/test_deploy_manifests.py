@@ -14,7 +14,8 @@ MANIFESTS = sorted((stack.REPO / "deploy").glob("*.yaml"))
 def test_manifest_passes_strict_schema_validation(manifest):
     r = subprocess.run(
         [stack.VENV / "bin" / "kubernetes-validate", "--strict", "--quiet", manifest],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stdout + r.stderr
 

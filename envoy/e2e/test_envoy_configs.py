@@ -11,7 +11,8 @@ from conftest import WORK
 def validate(config_path):
     r = subprocess.run(
         [stack.ENVOY, "--mode", "validate", "-c", config_path, "--disable-hot-restart"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "OK" in r.stdout + r.stderr
@@ -34,7 +35,8 @@ def test_a_bad_plugin_configuration_fails_validation():
     s.prepare()
     r = subprocess.run(
         [stack.ENVOY, "--mode", "validate", "-c", s.envoy_config, "--disable-hot-restart"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode != 0
     assert "namespaceLable" in r.stdout + r.stderr
@@ -46,7 +48,8 @@ def test_bench_yaml_validates_with_the_benchmark_plugin_configuration():
 
     s = stack.Stack(
         stack.clean_dir(WORK / "validate-bench"),
-        tenant_config=bench_envoy.bench_plugin_config(), template=bench_envoy.TEMPLATE,
+        tenant_config=bench_envoy.bench_plugin_config(),
+        template=bench_envoy.TEMPLATE,
     )
     s.prepare()
     out = validate(s.envoy_config)

@@ -8,7 +8,12 @@ import pytest
 
 import stack
 from conftest import (
-    FIXTURES, TENANTS, cli_rewrite, kubelet_path, namespaces_of, read_fixture,
+    FIXTURES,
+    TENANTS,
+    cli_rewrite,
+    kubelet_path,
+    namespaces_of,
+    read_fixture,
     tenant_namespaces,
 )
 
@@ -29,7 +34,7 @@ def test_injection_labels_every_mapped_series_and_changes_nothing_else(live, spe
     assert len(after) == len(before)
     mapping = stack.example_config("inject")["inject"]["labels"]
     injected = 0
-    for old, new, ns in zip(before, after, _line_namespaces(before)):
+    for old, new, ns in zip(before, after, _line_namespaces(before), strict=True):
         labels = spec.get(ns, {}) if ns else {}
         expected = [f'{mapping[k]}="{v}"' for k, v in labels.items() if k in mapping]
         stripped = new
@@ -100,9 +105,19 @@ def test_runningpods_is_filtered_like_pods(live, spec):
 
 @pytest.mark.parametrize(
     "path",
-    ["/exec/default/web-0/app?command=sh", "/configz", "/logs/", "/logs/syslog",
-     "/containerLogs/kube-system/etcd-0/etcd", "/debug/pprof/", "/spec/",
-     "/metrics/../configz", "/metrics/%2e%2e/configz", "//configz", "/no-such-path"],
+    [
+        "/exec/default/web-0/app?command=sh",
+        "/configz",
+        "/logs/",
+        "/logs/syslog",
+        "/containerLogs/kube-system/etcd-0/etcd",
+        "/debug/pprof/",
+        "/spec/",
+        "/metrics/../configz",
+        "/metrics/%2e%2e/configz",
+        "//configz",
+        "/no-such-path",
+    ],
 )
 def test_other_kubelet_paths_are_denied_before_reaching_the_kubelet(live, path):
     before = len(live.kubelet_requests())
@@ -129,7 +144,9 @@ def test_the_tenant_comes_only_from_the_verified_token(live, spec):
 
 def test_what_the_kubelet_receives(live):
     live.get(
-        "tenant", "/metrics/probes", tenant="acme",
+        "tenant",
+        "/metrics/probes",
+        tenant="acme",
         headers={"x-kubelet-scope-tenant": "globex", "accept-encoding": "gzip"},
     )
     last = live.kubelet_requests()[-1]
@@ -155,7 +172,11 @@ def test_gzip_from_the_kubelet_is_refused_in_tenant_mode_and_passed_when_injecti
 
 
 @pytest.mark.parametrize(
-    "fixture", ["cadvisor-k8s1.35-minikube-containerd2.2-nri.txt", "stats-summary-k8s1.35-minikube-containerd2.2-nri.json"]
+    "fixture",
+    [
+        "cadvisor-k8s1.35-minikube-containerd2.2-nri.txt",
+        "stats-summary-k8s1.35-minikube-containerd2.2-nri.json",
+    ],
 )
 def test_a_body_ending_in_trailers(live, fixture):
     path = kubelet_path(fixture)
@@ -181,7 +202,9 @@ def test_kubelet_errors_pass_through_as_errors(live):
     r = live.get("tenant", "/metrics/cadvisor", tenant="acme", headers={"x-standin-status": "500"})
     assert r.status == 500
     assert r.body == b"stand-in error 500\n"
-    r = live.get("tenant", "/metrics/cadvisor", tenant="acme", headers={"x-standin-hang": "headers"})
+    r = live.get(
+        "tenant", "/metrics/cadvisor", tenant="acme", headers={"x-standin-hang": "headers"}
+    )
     assert r.status == 504, r
 
 

@@ -33,20 +33,29 @@ def test_prometheus_scrapes_through_envoy_and_queries_by_injected_team(live, spe
     port = stack.free_port()
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [{
-            "job_name": "kubelet-cadvisor-acme",
-            "metrics_path": "/metrics/cadvisor",
-            # The capture carries 2022 timestamps; store samples at scrape time.
-            "honor_timestamps": False,
-            "authorization": {"type": "Bearer", "credentials": stack.jwt("acme")},
-            "static_configs": [{"targets": [f"127.0.0.1:{live.ports['tenant']}"]}],
-        }],
+        "scrape_configs": [
+            {
+                "job_name": "kubelet-cadvisor-acme",
+                "metrics_path": "/metrics/cadvisor",
+                # The capture carries 2022 timestamps; store samples at scrape time.
+                "honor_timestamps": False,
+                "authorization": {"type": "Bearer", "credentials": stack.jwt("acme")},
+                "static_configs": [{"targets": [f"127.0.0.1:{live.ports['tenant']}"]}],
+            }
+        ],
     }
     (workdir / "prometheus.yml").write_text(json.dumps(config))
     prometheus = stack.Process(
         "prometheus",
-        [stack.PROMETHEUS, "--config.file", workdir / "prometheus.yml",
-         "--storage.tsdb.path", workdir / "data", "--web.listen-address", f"127.0.0.1:{port}"],
+        [
+            stack.PROMETHEUS,
+            "--config.file",
+            workdir / "prometheus.yml",
+            "--storage.tsdb.path",
+            workdir / "data",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
         workdir,
     )
 
@@ -69,7 +78,7 @@ def test_prometheus_scrapes_through_envoy_and_queries_by_injected_team(live, spe
         assert got == expected_teams(spec, "acme")
         assert len(got) >= 2
         # Nothing of another tenant was stored.
-        stored = query(f"count by (namespace) ({{__name__=~'.+', namespace!=''}})")
+        stored = query("count by (namespace) ({__name__=~'.+', namespace!=''})")
         namespaces = {r["metric"]["namespace"] for r in stored}
         assert namespaces <= tenant_namespaces(spec, "acme"), namespaces
     finally:
@@ -79,7 +88,9 @@ def test_prometheus_scrapes_through_envoy_and_queries_by_injected_team(live, spe
 
 def test_promtool_accepts_the_tenant_body(live):
     promtool = stack.PROMETHEUS.parent / "promtool"
-    r = live.get("tenant", "/metrics/cadvisor", tenant="acme", headers={"x-standin-fixture": FIXTURE})
+    r = live.get(
+        "tenant", "/metrics/cadvisor", tenant="acme", headers={"x-standin-fixture": FIXTURE}
+    )
     assert r.status == 200
     check = subprocess.run([promtool, "check", "metrics"], input=r.body, capture_output=True)
     # promtool exits 1 on parse errors, 3 on lint findings (naming) the kubelet's

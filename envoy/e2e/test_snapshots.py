@@ -12,7 +12,8 @@ import time
 import pytest
 
 import stack
-from conftest import WORK, same_snapshot_source, write_namespaces_file
+from conftest import WORK, same_snapshot_source
+from stack import write_namespaces_file
 
 PROBES = "probes-gke-2021-datadog.txt"  # namespaces default and kube-system
 APISERVER_SCRIPT = stack.REPO / "control-plane" / "hack" / "kube-apiserver.sh"
@@ -73,22 +74,40 @@ class Apiserver:
 
     def kubeconfig(self):
         path = self.dir / "admin.kubeconfig"
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
-            "clusters": [{"name": "e2e", "cluster": {
-                "server": f"https://127.0.0.1:{self.port}",
-                "certificate-authority": str(self.dir / "ca.crt")}}],
-            "users": [{"name": "admin", "user": {"token": "admin-token"}}],
-            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "e2e",
+                    "clusters": [
+                        {
+                            "name": "e2e",
+                            "cluster": {
+                                "server": f"https://127.0.0.1:{self.port}",
+                                "certificate-authority": str(self.dir / "ca.crt"),
+                            },
+                        }
+                    ],
+                    "users": [{"name": "admin", "user": {"token": "admin-token"}}],
+                    "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
+                }
+            )
+        )
         return path
 
     def call(self, method, path, body, content_type):
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
         try:
-            conn.request(method, path, json.dumps(body), {
-                "Authorization": "Bearer admin-token", "Content-Type": content_type,
-            })
+            conn.request(
+                method,
+                path,
+                json.dumps(body),
+                {
+                    "Authorization": "Bearer admin-token",
+                    "Content-Type": content_type,
+                },
+            )
             r = conn.getresponse()
             return r.status, r.read()
         finally:
@@ -100,14 +119,18 @@ class Apiserver:
         it reports ready)."""
         for _ in range(20):
             status, body = self.call(
-                "PATCH", f"/api/v1/namespaces/{name}", {"metadata": {"labels": labels}},
+                "PATCH",
+                f"/api/v1/namespaces/{name}",
+                {"metadata": {"labels": labels}},
                 "application/merge-patch+json",
             )
             if status == 200:
                 return
             assert status == 404, (status, body)
             status, body = self.call(
-                "POST", "/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}},
+                "POST",
+                "/api/v1/namespaces",
+                {"metadata": {"name": name, "labels": labels}},
                 "application/json",
             )
             if status == 201:
@@ -161,8 +184,12 @@ def test_a_stopped_control_plane_leaves_the_last_snapshot_until_it_is_stale():
     inject = same_snapshot_source(stack.example_config("inject"), fast)
     spec = {"default": {"team": "alpha", "tenant": "acme"}}
     write_namespaces_file(workdir / "namespaces.json", spec)
-    with stack.Stack(workdir, tenant_config=tenant, inject_config=inject,
-                     namespaces_file=workdir / "namespaces.json") as s:
+    with stack.Stack(
+        workdir,
+        tenant_config=tenant,
+        inject_config=inject,
+        namespaces_file=workdir / "namespaces.json",
+    ) as s:
         s.wait_ready("acme")
         s.stop_process("control-plane")
         stopped = time.monotonic()
