@@ -215,3 +215,20 @@ def test_a_kubelet_that_stalls_mid_body_gives_a_truncated_response_not_a_leak(li
         live.get("tenant", "/metrics/cadvisor", tenant="acme", headers=h)
     partial = e.value.partial
     assert set(namespaces_of(fixture, partial)) - {None} <= tenant_namespaces(spec, "acme")
+
+
+@pytest.mark.parametrize("listener", ["tenant", "inject"])
+def test_a_scraper_accepting_gzip_gets_the_rewritten_body_compressed(live, listener):
+    fixture = "cadvisor-k8s1.21-eks-docker-datadog.txt"
+    path = kubelet_path(fixture)
+    tenant = "acme" if listener == "tenant" else None
+    config = live.tenant_config if tenant else live.inject_config
+    h = {"accept-encoding": "gzip", **fixture_header(fixture)}
+    r = live.get(listener, path, tenant=tenant, headers=h)
+    assert r.status == 200
+    assert r.header("content-encoding") == "gzip"
+    code, out, err = cli_rewrite(config, live.snapshot(), path, read_fixture(fixture), tenant)
+    assert code == 0, err
+    assert gzip.decompress(r.body) == out
+    # The kubelet was asked for identity all the same.
+    assert dict(live.kubelet_requests()[-1]["headers"])["accept-encoding"] == "identity"
