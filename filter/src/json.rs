@@ -1164,23 +1164,6 @@ fn skip_deep(
             }
         };
     }
-    // A key and its colon, from the `"` at `i` to just after the colon.
-    macro_rules! key {
-        () => {{
-            let j = match scan_string(b, i + 1) {
-                Ok(j) => j,
-                Err(at) => {
-                    i = at;
-                    stop!(State::Str, true);
-                }
-            };
-            i = skip_ws(b, j + 1);
-            if b.get(i) != Some(&b':') {
-                stop!(State::Colon);
-            }
-            i += 1;
-        }};
-    }
     // Closes the container at `depth` with the byte at `i`: stops on reaching `floor`.
     macro_rules! close {
         () => {{
@@ -1191,18 +1174,24 @@ fn skip_deep(
             }
         }};
     }
-    // No state variable: the code position is the state. `after` enters the loop
-    // after a value instead of before one.
-    let mut after = false;
-    match st {
-        State::After => after = true,
-        State::Key | State::ObjFirst => {
+    // What comes next: a key (its string, then `:` and a value), a value, or what
+    // follows a value. One loop, so that the string scan is inlined once.
+    #[derive(PartialEq)]
+    enum Next {
+        Key,
+        Value,
+        After,
+    }
+    let mut next = match st {
+        State::After => Next::After,
+        State::Key => Next::Key,
+        State::ObjFirst => {
             i = skip_ws(b, i);
             match b.get(i) {
-                Some(b'"') => key!(),
-                Some(b'}') if st == State::ObjFirst => {
+                Some(b'"') => Next::Key,
+                Some(b'}') => {
                     close!();
-                    after = true;
+                    Next::After
                 }
                 _ => stop!(st),
             }
@@ -1212,28 +1201,44 @@ fn skip_deep(
             match b.get(i) {
                 Some(b']') => {
                     close!();
-                    after = true;
+                    Next::After
                 }
-                Some(_) => {}
+                Some(_) => Next::Value,
                 None => stop!(st),
             }
         }
-        _ => {}
-    }
-    'value: loop {
-        if !after {
+        _ => Next::Value,
+    };
+    loop {
+        if next != Next::After {
+            let key = next == Next::Key;
             i = skip_ws(b, i);
             let Some(&c) = b.get(i) else {
-                stop!(State::Value);
+                stop!(if key { State::Key } else { State::Value });
             };
+            if key && c != b'"' {
+                stop!(State::Key);
+            }
             match c {
-                b'"' => match scan_string(b, i + 1) {
-                    Ok(j) => i = j + 1,
-                    Err(at) => {
-                        i = at;
-                        stop!(State::Str);
+                b'"' => {
+                    let j = match scan_string(b, i + 1) {
+                        Ok(j) => j,
+                        Err(at) => {
+                            i = at;
+                            stop!(State::Str, key);
+                        }
+                    };
+                    i = j + 1;
+                    if key {
+                        i = skip_ws(b, i);
+                        if b.get(i) != Some(&b':') {
+                            stop!(State::Colon);
+                        }
+                        i += 1;
+                        next = Next::Value;
+                        continue;
                     }
-                },
+                }
                 b'{' | b'[' => {
                     if depth >= MAX_DEPTH {
                         stop!(State::Value);
@@ -1244,11 +1249,11 @@ fn skip_deep(
                     i = skip_ws(b, i + 1);
                     match (object, b.get(i)) {
                         (true, Some(b'"')) => {
-                            key!();
-                            continue 'value;
+                            next = Next::Key;
+                            continue;
                         }
                         (true, Some(b'}')) | (false, Some(b']')) => close!(),
-                        (false, Some(_)) => continue 'value,
+                        (false, Some(_)) => continue,
                         (true, _) => stop!(State::ObjFirst),
                         (false, None) => stop!(State::ArrFirst),
                     }
@@ -1271,8 +1276,7 @@ fn skip_deep(
                 _ => stop!(State::Value),
             }
         }
-        after = false;
-        // After a value: `,` and the next key or value, or closers.
+        // After a value: `,` or closers.
         loop {
             i = skip_ws(b, i);
             let Some(&c) = b.get(i) else {
@@ -1282,14 +1286,8 @@ fn skip_deep(
             match c {
                 b',' => {
                     i += 1;
-                    if object {
-                        i = skip_ws(b, i);
-                        if b.get(i) != Some(&b'"') {
-                            stop!(State::Key);
-                        }
-                        key!();
-                    }
-                    continue 'value;
+                    next = if object { Next::Key } else { Next::Value };
+                    break;
                 }
                 b'}' | b']' if (c == b'}') == object => close!(),
                 _ => stop!(State::After),
@@ -1353,11 +1351,10 @@ fn skip_plain_inline(b: &[u8], mut i: usize) -> usize {
     use core::arch::wasm32::{
         u64x2, u8x16_bitmask, u8x16_eq, u8x16_ge, u8x16_splat, u8x16_sub, v128_or,
     };
-    while let (Some(Ok(lo)), Some(Ok(hi))) = (
-        b.get(i..i + 8).map(<[u8; 8]>::try_from),
-        b.get(i + 8..i + 16).map(<[u8; 8]>::try_from),
-    ) {
-        let v = u64x2(u64::from_le_bytes(lo), u64::from_le_bytes(hi));
+    while let Some(block) = b.get(i..i + 16) {
+        let (lo, hi) = block.split_at(8);
+        let word = |half: &[u8]| <[u8; 8]>::try_from(half).map_or(0, u64::from_le_bytes);
+        let v = u64x2(word(lo), word(hi));
         let quote = u8x16_eq(v, u8x16_splat(b'"'));
         let backslash = u8x16_eq(v, u8x16_splat(b'\\'));
         // Below 0x20 or from 0x80: outside 0x20..0x80 after subtracting 0x20.
@@ -1432,7 +1429,7 @@ fn hex4_quick(digits: &[u8]) -> Option<u32> {
 
 /// A number starting at `i` that ends inside `b`: `Some(Ok(end))`; `Some(Err(()))`
 /// when it is malformed, `None` when the chunk ends first.
-#[inline]
+#[inline(always)]
 fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
     if b.get(i) == Some(&b'-') {
         i += 1;
@@ -1494,7 +1491,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
                 }
                 i += 8;
             }
-        } else if c == b'\n' || c == b'\r' || c == b'\t' {
+        } else if (OTHER_WS >> c) & 1 == 1 {
             i += 1;
         } else {
             break;
@@ -1502,6 +1499,10 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     }
     i
 }
+
+/// `\n`, `\r` and `\t` as bits of a word (a shift and a test, where a `match`
+/// became a jump table).
+const OTHER_WS: u32 = 1 << b'\n' | 1 << b'\r' | 1 << b'\t';
 
 /// The bytes of a JSON string's raw (already validated) content, unescaped. Borrows
 /// `raw` when there is nothing to unescape.
