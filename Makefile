@@ -128,7 +128,7 @@ WRK := $(CACHE)/wrk/usr/bin/wrk
 .PHONY: bench-envoy
 bench-envoy: venv wasm $(WRK)
 	cargo build -p kubelet-scope
-	cargo run -q -p kubelet-scope-benches --no-default-features --bin synthetic_bodies -- $(BENCH_ENVOY)/bodies 133 45
+	cargo run -q -p kubelet-scope-benches --no-default-features --example synthetic_bodies -- $(BENCH_ENVOY)/bodies 133 45
 	$(VENV)/bin/python envoy/bench/bench_envoy.py --bodies $(BENCH_ENVOY)/bodies --wrk $(WRK) --out $(BENCH_ENVOY)
 
 $(WRK):

@@ -10,7 +10,7 @@ them, the line-by-line Python regex proxy KaaS platforms deploy
 
 The bodies are synthetic `/metrics/cadvisor` answers from the Rust generator of the
 criterion benchmarks (benches/src/synthetic.rs, written to files by its
-`synthetic_bodies` binary). wrk drives each route at concurrency 1 and 16, the
+`synthetic_bodies` example). wrk drives each route at concurrency 1 and 16, the
 routes alternating round by round (A B C, C B A, …) so that the machine's other
 load falls on all of them alike; a route's rounds are pooled. Reported per route:
 time to last byte (p50, p99), requests/s, and the CPU time of the proxy process
@@ -76,7 +76,7 @@ def find_bodies(directory):
         Path(directory).resolve().glob("cadvisor-*pods.txt"), key=lambda p: -p.stat().st_size
     )
     if not paths:
-        raise SystemExit(f"no cadvisor-*pods.txt in {directory}: run the synthetic_bodies binary")
+        raise SystemExit(f"no cadvisor-*pods.txt in {directory}: run the synthetic_bodies example")
     return [("bench-" + p.name, p, p.stat().st_size) for p in paths]
 
 
