@@ -36,15 +36,19 @@ def read_fixture(name):
     return (stack.FIXTURES / name).read_bytes()
 
 
+def line_namespace(line):
+    """The `namespace` label of a series line; None for a comment, a blank line or a
+    series without one."""
+    if not line or line.startswith("#"):
+        return None
+    m = NAMESPACE_LABEL.search(line[: line.rfind("}") + 1])
+    return m.group(1) if m else None
+
+
 def series_namespaces(body):
     """Namespace of each series line (None: no namespace label)."""
-    out = []
-    for line in body.decode("utf-8", "replace").splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = NAMESPACE_LABEL.search(line[: line.rfind("}") + 1])
-        out.append(m.group(1) if m else None)
-    return out
+    lines = body.decode("utf-8", "replace").splitlines()
+    return [line_namespace(line) for line in lines if line and not line.startswith("#")]
 
 
 def json_namespaces(path, body):

@@ -12,6 +12,7 @@ from conftest import (
     TENANTS,
     cli_rewrite,
     kubelet_path,
+    line_namespace,
     namespaces_of,
     read_fixture,
     tenant_namespaces,
@@ -34,7 +35,8 @@ def test_injection_labels_every_mapped_series_and_changes_nothing_else(live, spe
     assert len(after) == len(before)
     mapping = stack.example_config("inject")["inject"]["labels"]
     injected = 0
-    for old, new, ns in zip(before, after, _line_namespaces(before), strict=True):
+    namespaces = [line_namespace(line) for line in before]
+    for old, new, ns in zip(before, after, namespaces, strict=True):
         labels = spec.get(ns, {}) if ns else {}
         expected = [f'{mapping[k]}="{v}"' for k, v in labels.items() if k in mapping]
         stripped = new
@@ -44,21 +46,8 @@ def test_injection_labels_every_mapped_series_and_changes_nothing_else(live, spe
             stripped = stripped.replace("," + label, "", 1)
         assert stripped == old
         injected += bool(expected)
-    if any(_line_namespaces(before)):
+    if any(namespaces):
         assert injected > 0
-
-
-def _line_namespaces(lines):
-    from conftest import NAMESPACE_LABEL
-
-    out = []
-    for line in lines:
-        if not line or line.startswith("#"):
-            out.append(None)
-            continue
-        m = NAMESPACE_LABEL.search(line[: line.rfind("}") + 1])
-        out.append(m.group(1) if m else None)
-    return out
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)

@@ -7,7 +7,7 @@ import subprocess
 import urllib.parse
 
 import stack
-from conftest import NAMESPACE_LABEL, WORK, read_fixture, tenant_namespaces
+from conftest import WORK, line_namespace, read_fixture, tenant_namespaces
 
 FIXTURE = "cadvisor-k8s1.21-eks-docker-datadog.txt"
 METRIC = "container_cpu_usage_seconds_total"
@@ -20,11 +20,11 @@ def expected_teams(spec, tenant):
     for line in read_fixture(FIXTURE).decode().splitlines():
         if not line.startswith(METRIC + "{"):
             continue
-        m = NAMESPACE_LABEL.search(line[: line.rfind("}") + 1])
-        if m is None:
+        ns = line_namespace(line)
+        if ns is None:
             counts[""] += 1  # nonNamespacedSeries: keep (no team)
-        elif m.group(1) in own:
-            counts[spec[m.group(1)]["team"]] += 1
+        elif ns in own:
+            counts[spec[ns]["team"]] += 1
     return dict(counts)
 
 
