@@ -1,7 +1,6 @@
 """Shared fixtures of the end-to-end tests: the captures, the namespace map built
 from them, and one running stack for the tests that do not need their own."""
 
-import collections
 import json
 import os
 import re
@@ -135,7 +134,3 @@ def live(spec):
     with s:
         s.wait_ready("acme")
         yield s
-
-
-def counts(items):
-    return collections.Counter(items)

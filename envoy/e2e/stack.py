@@ -209,7 +209,6 @@ class Stack:
         upstream_timeout="5s",
         concurrency=2,
         standin_args=(),
-        envoy_template_values=None,
         template=TEMPLATE,
         render=None,
     ):
@@ -222,7 +221,6 @@ class Stack:
         self.upstream_timeout = upstream_timeout
         self.concurrency = concurrency
         self.standin_args = list(standin_args)
-        self.extra_values = envoy_template_values or {}
         self.template = Path(template)
         self.render = render
         self.processes = {}
@@ -356,7 +354,7 @@ class Stack:
         wait_for("the kubelet stand-in", up)
 
     def envoy_values(self):
-        values = {
+        return {
             "ADMIN_PORT": self.ports["admin"],
             "TENANT_PORT": self.ports["tenant"],
             "INJECT_PORT": self.ports["inject"],
@@ -372,8 +370,6 @@ class Stack:
             "TENANT_PLUGIN_CONFIG": json.dumps(json.dumps(self.tenant_config)),
             "INJECT_PLUGIN_CONFIG": json.dumps(json.dumps(self.inject_config)),
         }
-        values.update(self.extra_values)
-        return values
 
     def start_envoy(self):
         argv = [
