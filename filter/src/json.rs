@@ -48,6 +48,7 @@
 use crate::body::{BodyError, Counters};
 use crate::catalog::RequestScope;
 use crate::endpoint::JsonEndpoint;
+use crate::scan::{HI, LO};
 
 /// Deepest nesting accepted. The kubelet's bodies nest about 15 deep (managed
 /// fields of a pod); `serde_json`, which agents often parse with, stops at 128.
@@ -1295,9 +1296,6 @@ fn skip_deep(
         }
     }
 }
-
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Bytes that end a run of plain string content: `"`, `\`, control characters and
 /// non-ASCII (checked as UTF-8).

@@ -72,8 +72,9 @@ pub fn find_quote_or_backslash(b: &[u8], i: usize) -> usize {
     find_quote_or_backslash_swar(b, i)
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
+/// SWAR masks: the lowest and the highest bit of every byte of a `u64`.
+pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HI: u64 = 0x8080_8080_8080_8080;
 
 /// [`find_quote_or_backslash`] sixteen bytes (two words) at a time, then byte
 /// by byte.
