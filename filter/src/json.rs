@@ -120,6 +120,17 @@ enum Capture {
     Namespace,
 }
 
+impl Capture {
+    /// Raw length beyond which the string is not kept.
+    fn limit(self) -> usize {
+        if self == Capture::Namespace {
+            NAMESPACE_CAPTURE_LIMIT
+        } else {
+            KEY_CAPTURE_LIMIT
+        }
+    }
+}
+
 /// What the filter needs to know of an endpoint's shape.
 struct Shape {
     /// Top-level keys the kubelet writes; anything else is refused.
@@ -424,7 +435,7 @@ impl JsonFilter {
                     }
                     // The closing quote is at `i`.
                     if self.capture != Capture::None {
-                        self.end_capture(b, i, depth, str_key)?;
+                        self.end_capture(b, i, depth)?;
                     }
                     i += 1;
                     if str_key {
@@ -754,15 +765,22 @@ impl JsonFilter {
         out: &mut Vec<u8>,
     ) -> Result<Step, BodyError> {
         let capture = depth == 1 || (depth == 3 && self.in_target) || (depth == 4 && self.in_ref);
-        if capture {
-            self.start_capture(Capture::Key, i + 1);
-        }
         let j = match scan_string(b, i + 1) {
             Ok(j) => j,
-            Err(at) => return Ok(Step::Resume(at, State::Str, true)),
+            Err(at) => {
+                if capture {
+                    self.start_capture(Capture::Key, i + 1);
+                }
+                return Ok(Step::Resume(at, State::Str, true));
+            }
         };
         if capture {
-            self.end_capture(b, j, depth, true)?;
+            // The key lies in the chunk: no capture, it is looked at in place.
+            let raw = &b[i + 1..j];
+            self.key_hook(
+                Some(raw).filter(|raw| raw.len() <= KEY_CAPTURE_LIMIT),
+                depth,
+            )?;
         }
         i = skip_ws(b, j + 1);
         match b.get(i) {
@@ -784,7 +802,7 @@ impl JsonFilter {
                     Err(at) => return Ok(Step::Resume(at, State::Str, false)),
                 };
                 if self.capture != Capture::None {
-                    self.end_capture(b, j, depth, false)?;
+                    self.end_capture(b, j, depth)?;
                 }
                 Ok(Step::Member(j + 1))
             }
@@ -871,12 +889,7 @@ impl JsonFilter {
     }
 
     fn cap_append(&mut self, bytes: &[u8]) {
-        let limit = if self.capture == Capture::Namespace {
-            NAMESPACE_CAPTURE_LIMIT
-        } else {
-            KEY_CAPTURE_LIMIT
-        };
-        if self.cap_overflow || self.cap_buf.len() + bytes.len() > limit {
+        if self.cap_overflow || self.cap_buf.len() + bytes.len() > self.capture.limit() {
             self.cap_overflow = true;
         } else {
             self.cap_buf.extend_from_slice(bytes);
@@ -884,48 +897,68 @@ impl JsonFilter {
     }
 
     /// The closing quote, at `i`, of a string being captured.
-    fn end_capture(
-        &mut self,
-        b: &[u8],
-        i: usize,
-        depth: usize,
-        key: bool,
-    ) -> Result<(), BodyError> {
+    fn end_capture(&mut self, b: &[u8], i: usize, depth: usize) -> Result<(), BodyError> {
+        let piece = &b[self.cap_from..i];
         let capture = self.capture;
-        self.cap_append(&b[self.cap_from..i]);
-        self.capture = Capture::None;
-        if key {
-            if capture == Capture::Key {
-                self.key_hook(depth)?;
-            }
-        } else if capture == Capture::Namespace {
-            if self.cap_overflow {
-                return Err(err("a namespace value is too long"));
-            }
-            let ns = decode(&self.cap_buf, &mut self.scratch)?;
-            self.namespace.clear();
-            self.namespace.extend_from_slice(ns);
-            self.ns_seen = true;
+        if self.cap_buf.is_empty() && !self.cap_overflow {
+            // All of the string is in this chunk: it is looked at in place.
+            self.capture = Capture::None;
+            let raw = Some(piece).filter(|raw| raw.len() <= capture.limit());
+            return self.captured(capture, raw, depth);
         }
-        Ok(())
+        self.cap_append(piece);
+        self.capture = Capture::None;
+        let held = std::mem::take(&mut self.cap_buf);
+        let result = self.captured(capture, (!self.cap_overflow).then_some(&held[..]), depth);
+        self.cap_buf = held;
+        result
     }
 
-    /// A key at a depth we look at (in an object at `depth`) is in `cap_buf`.
-    fn key_hook(&mut self, depth: usize) -> Result<(), BodyError> {
-        let key: Option<&[u8]> = if self.cap_overflow {
-            None
-        } else {
-            Some(decode(&self.cap_buf, &mut self.scratch)?)
+    /// A captured string, raw (still escaped; `None` if longer than its limit), in
+    /// an object at `depth`.
+    fn captured(
+        &mut self,
+        capture: Capture,
+        raw: Option<&[u8]>,
+        depth: usize,
+    ) -> Result<(), BodyError> {
+        match capture {
+            Capture::Key => self.key_hook(raw, depth),
+            Capture::Namespace => {
+                let Some(raw) = raw else {
+                    return Err(err("a namespace value is too long"));
+                };
+                let ns = decode(raw, &mut self.scratch)?;
+                self.namespace.clear();
+                self.namespace.extend_from_slice(ns);
+                self.ns_seen = true;
+                Ok(())
+            }
+            Capture::None => Ok(()),
+        }
+    }
+
+    /// A key at a depth we look at (in an object at `depth`), raw as in
+    /// [`JsonFilter::captured`].
+    fn key_hook(&mut self, raw: Option<&[u8]>, depth: usize) -> Result<(), BodyError> {
+        let is = |want: &[u8], scratch: &mut Vec<u8>| match raw {
+            Some(raw) => key_is(raw, want, scratch),
+            None => Ok(false),
         };
         match depth {
             1 => {
                 let shape = self.shape;
-                let Some(idx) = key.and_then(|k| shape.top_keys.iter().position(|t| *t == k))
-                else {
-                    if self.cap_overflow {
-                        return Err(err("unexpected (long) top-level key"));
+                let mut found = None;
+                for (idx, want) in shape.top_keys.iter().enumerate() {
+                    if is(want, &mut self.scratch)? {
+                        found = Some(idx);
                     }
-                    let shown = String::from_utf8_lossy(&self.cap_buf);
+                }
+                let Some(idx) = found else {
+                    let Some(raw) = raw else {
+                        return Err(err("unexpected (long) top-level key"));
+                    };
+                    let shown = String::from_utf8_lossy(raw);
                     return Err(err(format_args!(
                         "unexpected top-level key \"{}\"",
                         shown.chars().take(40).collect::<String>()
@@ -941,7 +974,7 @@ impl JsonFilter {
                 self.top_is_target = idx == shape.target;
             }
             3 => {
-                let is_ref = key == Some(self.shape.ref_key);
+                let is_ref = is(self.shape.ref_key, &mut self.scratch)?;
                 if is_ref {
                     if self.ref_seen {
                         return Err(err(format_args!(
@@ -955,7 +988,7 @@ impl JsonFilter {
                 self.next_is_ref = is_ref;
             }
             _ => {
-                let is_ns = key == Some(&b"namespace"[..]);
+                let is_ns = is(b"namespace", &mut self.scratch)?;
                 if is_ns {
                     if self.ns_key_seen {
                         return Err(err(format_args!(
@@ -1547,6 +1580,18 @@ fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], BodyE
         scratch.push(byte);
     }
     Ok(scratch)
+}
+
+/// Whether a raw (escaped, validated) key is `want` once unescaped. Escapes only
+/// lengthen a key, so only a longer one that has an escape needs decoding.
+fn key_is(raw: &[u8], want: &[u8], scratch: &mut Vec<u8>) -> Result<bool, BodyError> {
+    if raw == want {
+        return Ok(true);
+    }
+    if raw.len() <= want.len() || !raw.contains(&b'\\') {
+        return Ok(false);
+    }
+    Ok(decode(raw, scratch)? == want)
 }
 
 fn hex4(raw: &[u8], at: usize) -> Result<u32, BodyError> {
