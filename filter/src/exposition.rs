@@ -23,7 +23,7 @@ use memchr::{memchr3, memchr_iter};
 use crate::body::{BodyError, Counters};
 use crate::catalog::{NamespaceEntry, RequestScope, Visibility};
 use crate::config::OnConflict;
-use crate::scan::{find_quote_or_backslash, skip_label_name};
+use crate::scan::{byte_table, find_quote_or_backslash, skip_label_name};
 
 /// Longest line accepted. A longer one fails closed in tenant mode; in
 /// injection-only mode the rest of the body passes through unchanged.
@@ -362,9 +362,18 @@ impl State {
         name_start: usize,
     ) -> Result<Edit<'s>, BodyError> {
         self.counters.seen += 1;
-        // A name ends at its label set or at the blank before the value.
-        let name_end = name_start
-            + memchr3(b'{', b' ', b'\t', &line[name_start..]).unwrap_or(line.len() - name_start);
+        // A name ends at its label set or at the blank before the value. Nearly
+        // every name is classic (`[a-zA-Z_:][a-zA-Z0-9_:]*`), so one table scan
+        // both finds its end and validates it; any other byte (a `-`, UTF-8, …)
+        // sends the line to the search a lenient parser would do.
+        let scanned = skip_label_name(line, name_start);
+        let classic_end = matches!(line.get(scanned), None | Some(b'{' | b' ' | b'\t'));
+        let name_end = if classic_end {
+            scanned
+        } else {
+            name_start
+                + memchr3(b'{', b' ', b'\t', &line[name_start..]).unwrap_or(line.len() - name_start)
+        };
         let brace = skip_whitespace(line, name_end);
         let injection = scope.catalog().injection();
         let set = if line.get(brace) == Some(&b'{') {
@@ -391,7 +400,7 @@ impl State {
             // is not (say, a stray byte before a tab, so its label set was never
             // parsed) could show another tenant's labels to a lenient parser.
             let tail = set.as_ref().map_or(name_end, |s| s.close + 1);
-            let named = is_metric_name(&line[name_start..name_end])
+            let named = (classic_end && is_metric_name_start(line, name_start, name_end))
                 || (name_start == brace && set.as_ref().is_some_and(|s| s.quoted_name.is_some()));
             if !named || !is_sample_tail(&line[tail..]) {
                 return Err(BodyError(format!(
@@ -497,21 +506,25 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
     &bytes[skip..]
 }
 
-/// A classic metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-fn is_metric_name(name: &[u8]) -> bool {
-    name.first().is_some_and(|b| !b.is_ascii_digit())
-        && name.iter().all(|&b| crate::scan::is_label_name_byte(b))
+/// Whether the label-name bytes `line[start..end]` (as [`skip_label_name`] found
+/// them) are a classic metric name: not empty, not starting with a digit.
+fn is_metric_name_start(line: &[u8], start: usize, end: usize) -> bool {
+    end > start && !line[start].is_ascii_digit()
 }
 
+/// Bytes of a sample's value and timestamp (digits, `.`, `+`, `-`, `e`, `NaN`,
+/// `Inf`…) and the blanks around them.
+static SAMPLE_BYTES: [bool; 256] = byte_table!(b => b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b' ' | b'\t' | b'\r'));
+
 /// What may follow a series' name and labels: blanks, then a value and an optional
-/// timestamp (digits, `.`, `+`, `-`, `e`, `NaN`, `Inf`…), then optionally an
-/// OpenMetrics exemplar from ` # ` on.
+/// timestamp, then optionally an OpenMetrics exemplar from ` # ` on. (`#` is not a
+/// sample byte, so the first byte that is not must be the exemplar's.)
 fn is_sample_tail(tail: &[u8]) -> bool {
-    let before_exemplar = memchr::memchr(b'#', tail).map_or(tail, |at| &tail[..at]);
-    matches!(before_exemplar.first(), Some(b' ' | b'\t'))
-        && before_exemplar.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b' ' | b'\t' | b'\r')
-        })
+    matches!(tail.first(), Some(b' ' | b'\t'))
+        && tail
+            .iter()
+            .find(|&&b| !SAMPLE_BYTES[usize::from(b)])
+            .is_none_or(|&b| b == b'#')
 }
 
 fn skip_whitespace(line: &[u8], mut i: usize) -> usize {
@@ -1046,6 +1059,9 @@ mod tests {
             "{namespace=\"shop\"} 1\n",
             "9m 1\n",
             "m{namespace=\"shop\"}1\n",
+            "m-x{namespace=\"shop\"} 1\n",
+            "m\u{e9}{namespace=\"shop\"} 1\n",
+            "m{namespace=\"shop\"} 1 x\u{e9}\n",
         ] {
             let err = rewrite(&tenant(""), bad).unwrap_err();
             assert!(
@@ -1055,11 +1071,21 @@ mod tests {
             // Injection-only does not validate what it does not rewrite.
             assert!(rewrite(&inject("exported"), bad).is_ok());
         }
+        // A name outside the classic syntax still ends at its label set when only
+        // injecting, as a lenient scraper reads it.
+        assert_eq!(
+            rewrite(&inject("exported"), "m-x{namespace=\"shop\"} 1\n").unwrap(),
+            rewrite(&inject("exported"), "mx{namespace=\"shop\"} 1\n")
+                .unwrap()
+                .replacen("mx", "m-x", 1),
+        );
         for good in [
             "m 1\n",
             "m_total{namespace=\"shop\"} -1.5e-3 17\r\n",
             "m NaN\n",
             "m{} +Inf\n",
+            "m:x_1{namespace=\"shop\"} 1 # {trace_id=\"\u{e9}\"} 2\n",
+            "m\t1\n",
         ] {
             assert_eq!(rewrite(&tenant(""), good).unwrap(), good);
         }
