@@ -23,7 +23,7 @@ use memchr::{memchr3, memchr_iter};
 use crate::body::{BodyError, Counters};
 use crate::catalog::{NamespaceEntry, RequestScope, Visibility};
 use crate::config::OnConflict;
-use crate::scan::{byte_table, find_quote_or_backslash, skip_label_name};
+use crate::scan::{find_quote_or_backslash, skip_label_name, skip_sample_bytes};
 
 /// Longest line accepted. A longer one fails closed in tenant mode; in
 /// injection-only mode the rest of the body passes through unchanged.
@@ -402,7 +402,7 @@ impl State {
             let tail = set.as_ref().map_or(name_end, |s| s.close + 1);
             let named = (classic_end && is_metric_name_start(line, name_start, name_end))
                 || (name_start == brace && set.as_ref().is_some_and(|s| s.quoted_name.is_some()));
-            if !named || !is_sample_tail(&line[tail..]) {
+            if !named || !is_sample_tail(line, tail) {
                 return Err(BodyError(format!(
                     "line {}: cannot parse series: {}",
                     self.line_number,
@@ -512,18 +512,13 @@ fn is_metric_name_start(line: &[u8], start: usize, end: usize) -> bool {
     end > start && !line[start].is_ascii_digit()
 }
 
-/// Bytes of a sample's value and timestamp (digits, `.`, `+`, `-`, `e`, `NaN`,
-/// `Inf`…) and the blanks around them.
-static SAMPLE_BYTES: [bool; 256] = byte_table!(b => b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b' ' | b'\t' | b'\r'));
-
 /// What may follow a series' name and labels: blanks, then a value and an optional
 /// timestamp, then optionally an OpenMetrics exemplar from ` # ` on. (`#` is not a
 /// sample byte, so the first byte that is not must be the exemplar's.)
-fn is_sample_tail(tail: &[u8]) -> bool {
-    matches!(tail.first(), Some(b' ' | b'\t'))
-        && tail
-            .iter()
-            .find(|&&b| !SAMPLE_BYTES[usize::from(b)])
+fn is_sample_tail(line: &[u8], tail: usize) -> bool {
+    matches!(line.get(tail), Some(b' ' | b'\t'))
+        && line
+            .get(skip_sample_bytes(line, tail))
             .is_none_or(|&b| b == b'#')
 }
 
