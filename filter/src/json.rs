@@ -579,16 +579,11 @@ impl JsonFilter {
                             }
                         },
                         b't' | b'f' | b'n' => {
-                            let lit: &'static [u8] = match c {
-                                b't' => b"true",
-                                b'f' => b"false",
-                                _ => b"null",
-                            };
-                            if b.get(i..i + lit.len()) == Some(lit) {
+                            if let Some(end) = literal_end(b, i, c) {
                                 st = State::After;
-                                i += lit.len();
+                                i = end;
                             } else {
-                                self.lit = lit;
+                                self.lit = literal(c);
                                 self.lit_pos = 1;
                                 st = State::Lit;
                                 i += 1;
@@ -820,15 +815,10 @@ impl JsonFilter {
                 }
             },
             b't' | b'f' | b'n' => {
-                let lit: &'static [u8] = match c {
-                    b't' => b"true",
-                    b'f' => b"false",
-                    _ => b"null",
-                };
-                if b.get(i..i + lit.len()) == Some(lit) {
-                    Ok(Step::Member(i + lit.len()))
+                if let Some(end) = literal_end(b, i, c) {
+                    Ok(Step::Member(end))
                 } else {
-                    self.lit = lit;
+                    self.lit = literal(c);
                     self.lit_pos = 1;
                     Ok(Step::Resume(i + 1, State::Lit, false))
                 }
@@ -1297,15 +1287,10 @@ fn skip_deep(
                     _ => stop!(State::Value),
                 },
                 b't' | b'f' | b'n' => {
-                    let lit: &[u8] = match c {
-                        b't' => b"true",
-                        b'f' => b"false",
-                        _ => b"null",
-                    };
-                    if b.get(i..i + lit.len()) != Some(lit) {
+                    let Some(end) = literal_end(b, i, c) else {
                         stop!(State::Value);
-                    }
-                    i += lit.len();
+                    };
+                    i = end;
                 }
                 _ => stop!(State::Value),
             }
@@ -1499,6 +1484,29 @@ fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
     Some(Ok(i))
 }
 
+/// The literal that starts with `c` (`t`, `f` or `n`).
+fn literal(c: u8) -> &'static [u8] {
+    match c {
+        b't' => b"true",
+        b'f' => b"false",
+        _ => b"null",
+    }
+}
+
+/// The end of the [`literal`] that starts with `c`, at `i`, if all of it is in `b`.
+/// Its last four bytes are compared as one word (a slice comparison is a `memcmp`
+/// call in wasm); the first byte of `false` is `c`.
+#[inline(always)]
+fn literal_end(b: &[u8], i: usize, c: u8) -> Option<usize> {
+    let (tail, end) = match c {
+        b't' => (*b"true", i + 4),
+        b'f' => (*b"alse", i + 5),
+        _ => (*b"null", i + 4),
+    };
+    let got: [u8; 4] = b.get(end - 4..end)?.try_into().ok()?;
+    (got == tail).then_some(end)
+}
+
 #[inline]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     const SPACES: u64 = LO * 0x20;
@@ -1582,13 +1590,15 @@ fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], BodyE
     Ok(scratch)
 }
 
-/// Whether a raw (escaped, validated) key is `want` once unescaped. Escapes only
-/// lengthen a key, so only a longer one that has an escape needs decoding.
+/// Whether a raw (escaped, validated) key is `want` (ASCII, not empty) once
+/// unescaped. An escape takes two to six raw bytes per decoded byte, so a raw key no
+/// longer than `want` is it only if equal; a longer one is decoded only if it could
+/// be it: at most six times as long, and starting as `want` does or with `\`.
 fn key_is(raw: &[u8], want: &[u8], scratch: &mut Vec<u8>) -> Result<bool, BodyError> {
-    if raw == want {
-        return Ok(true);
+    if raw.len() <= want.len() {
+        return Ok(raw == want);
     }
-    if raw.len() <= want.len() || !raw.contains(&b'\\') {
+    if raw.len() > 6 * want.len() || (raw.first() != want.first() && raw.first() != Some(&b'\\')) {
         return Ok(false);
     }
     Ok(decode(raw, scratch)? == want)
@@ -1734,6 +1744,12 @@ mod tests {
         assert_eq!(
             every_split(PodList, body).unwrap(),
             r#"{"it\u0065ms":[{"metadata":{"namespace":"shop"}}]}"#
+        );
+        // An escape first, or a whole key escaped.
+        let body = r#"{"items":[{"\u006detadata":{"\u006eamespace":"bank"}},{"metadata":{"\u006e\u0061\u006d\u0065\u0073\u0070\u0061\u0063\u0065":"shop"}}]}"#;
+        assert_eq!(
+            every_split(PodList, body).unwrap(),
+            r#"{"items":[{"metadata":{"\u006e\u0061\u006d\u0065\u0073\u0070\u0061\u0063\u0065":"shop"}}]}"#
         );
         // A duplicate spelled differently is still a duplicate.
         let body = r#"{"items":[{"metadata":{"namespace":"shop","n\u0061mespace":"bank"}}]}"#;
