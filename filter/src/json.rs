@@ -1452,12 +1452,7 @@ fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
     }
     match *b.get(i)? {
         b'0' => i += 1,
-        b'1'..=b'9' => {
-            i += 1;
-            while b.get(i)?.is_ascii_digit() {
-                i += 1;
-            }
-        }
+        b'1'..=b'9' => i = skip_digits(b, i + 1),
         _ => return Some(Err(())),
     }
     if *b.get(i)? == b'.' {
@@ -1465,9 +1460,7 @@ fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
         if !b.get(i)?.is_ascii_digit() {
             return Some(Err(()));
         }
-        while b.get(i)?.is_ascii_digit() {
-            i += 1;
-        }
+        i = skip_digits(b, i + 1);
     }
     if matches!(*b.get(i)?, b'e' | b'E') {
         i += 1;
@@ -1477,11 +1470,34 @@ fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
         if !b.get(i)?.is_ascii_digit() {
             return Some(Err(()));
         }
-        while b.get(i)?.is_ascii_digit() {
-            i += 1;
-        }
+        i = skip_digits(b, i + 1);
     }
+    // The number may go on in the next chunk.
+    b.get(i)?;
     Some(Ok(i))
+}
+
+/// The index of the first byte at or after `i` that is not an ASCII digit (or
+/// `b.len()`), eight bytes at a time.
+#[inline(always)]
+fn skip_digits(b: &[u8], mut i: usize) -> usize {
+    while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let w = u64::from_le_bytes(word);
+        // Per byte, with the high bit cleared (so that no carry crosses a byte):
+        // the high bit of `+ 0x46` is set from `:` on, that of `+ 0x50` from `0` on.
+        let low = w & !HI;
+        let above = (low + LO * 0x46) & HI;
+        let from_zero = (low + LO * 0x50) & HI;
+        let other = (w | above | !from_zero) & HI;
+        if other != 0 {
+            return i + (other.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
 }
 
 /// The literal that starts with `c` (`t`, `f` or `n`).
