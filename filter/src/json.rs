@@ -57,6 +57,8 @@ pub const MAX_DEPTH: usize = 64;
 /// Raw (escaped) length beyond which a key cannot be one we look for: every decoded
 /// byte takes at most 6 raw bytes, and the longest key we match has 9.
 const KEY_CAPTURE_LIMIT: usize = 64;
+/// The key, in an element's reference object, of the namespace.
+const NAMESPACE: &[u8] = b"namespace";
 /// Raw length of a `namespace` value beyond which it is refused (namespace names are
 /// at most 63 characters).
 const NAMESPACE_CAPTURE_LIMIT: usize = 1024;
@@ -552,7 +554,7 @@ impl JsonFilter {
                     if st == State::Start && c != b'{' {
                         return Err(err("the top-level value is not an object"));
                     }
-                    if depth <= 4 {
+                    if self.hooks_value(depth) {
                         self.value_hook(b, i, c, depth, out)?;
                     }
                     match c {
@@ -772,10 +774,15 @@ impl JsonFilter {
         if capture {
             // The key lies in the chunk: no capture, it is looked at in place.
             let raw = &b[i + 1..j];
-            self.key_hook(
-                Some(raw).filter(|raw| raw.len() <= KEY_CAPTURE_LIMIT),
-                depth,
-            )?;
+            // Most keys are ruled out here, without a call.
+            match depth {
+                3 if !may_be(raw, self.shape.ref_key) => self.next_is_ref = false,
+                4 if !may_be(raw, NAMESPACE) => self.next_is_ns = false,
+                _ => self.key_hook(
+                    Some(raw).filter(|raw| raw.len() <= KEY_CAPTURE_LIMIT),
+                    depth,
+                )?,
+            }
         }
         i = skip_ws(b, j + 1);
         match b.get(i) {
@@ -787,7 +794,7 @@ impl JsonFilter {
         let Some(&c) = b.get(i) else {
             return Ok(Step::Resume(i, State::Value, true));
         };
-        if depth <= 4 {
+        if self.hooks_value(depth) {
             self.value_hook(b, i, c, depth, out)?;
         }
         match c {
@@ -978,7 +985,7 @@ impl JsonFilter {
                 self.next_is_ref = is_ref;
             }
             _ => {
-                let is_ns = is(b"namespace", &mut self.scratch)?;
+                let is_ns = is(NAMESPACE, &mut self.scratch)?;
                 if is_ns {
                     if self.ns_key_seen {
                         return Err(err(format_args!(
@@ -995,7 +1002,21 @@ impl JsonFilter {
         Ok(())
     }
 
-    /// The first byte `c` (at `i`) of a value in a container at `depth` (<= 4).
+    /// Whether [`JsonFilter::value_hook`] acts on a value in a container at `depth`
+    /// (asked first, so that most values cost no call).
+    #[inline(always)]
+    fn hooks_value(&self, depth: usize) -> bool {
+        match depth {
+            1 => self.top_is_target,
+            2 => self.in_target,
+            3 => self.in_target && self.next_is_ref,
+            4 => self.in_ref && self.next_is_ns,
+            _ => false,
+        }
+    }
+
+    /// The first byte `c` (at `i`) of a value in a container at `depth`, where
+    /// [`JsonFilter::hooks_value`].
     fn value_hook(
         &mut self,
         b: &[u8],
@@ -1607,17 +1628,25 @@ fn decode<'a>(raw: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], BodyE
 }
 
 /// Whether a raw (escaped, validated) key is `want` (ASCII, not empty) once
-/// unescaped. An escape takes two to six raw bytes per decoded byte, so a raw key no
-/// longer than `want` is it only if equal; a longer one is decoded only if it could
-/// be it: at most six times as long, and starting as `want` does or with `\`.
+/// unescaped: equal if no longer, else decoded if it [`may_be`] it.
 fn key_is(raw: &[u8], want: &[u8], scratch: &mut Vec<u8>) -> Result<bool, BodyError> {
     if raw.len() <= want.len() {
         return Ok(raw == want);
     }
-    if raw.len() > 6 * want.len() || (raw.first() != want.first() && raw.first() != Some(&b'\\')) {
+    if !may_be(raw, want) {
         return Ok(false);
     }
     Ok(decode(raw, scratch)? == want)
+}
+
+/// Whether a raw key may be `want` (ASCII, not empty) once unescaped. An escape
+/// takes two to six raw bytes per decoded byte, so it is no shorter than `want`, at
+/// most six times as long, and starts as `want` does or with `\`.
+#[inline(always)]
+fn may_be(raw: &[u8], want: &[u8]) -> bool {
+    raw.len() >= want.len()
+        && raw.len() <= 6 * want.len()
+        && (raw.first() == want.first() || raw.first() == Some(&b'\\'))
 }
 
 fn hex4(raw: &[u8], at: usize) -> Result<u32, BodyError> {
