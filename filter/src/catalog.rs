@@ -59,9 +59,16 @@ pub struct TenancyRules {
     pub empty_namespace: EmptyNamespaceSeries,
 }
 
+/// Where a namespace's entry is in its [`Catalog`]: what a caller keeps to
+/// skip the hash lookup when the next series names the same namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryId(usize);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
-    namespaces: HashMap<Box<[u8]>, NamespaceEntry, Hasher>,
+    /// Namespace name → its index in `entries`.
+    namespaces: HashMap<Box<[u8]>, EntryId, Hasher>,
+    entries: Vec<NamespaceEntry>,
     tenants: HashSet<Box<str>, Hasher>,
     injection: Option<InjectionRules>,
     tenancy: Option<TenancyRules>,
@@ -70,7 +77,8 @@ pub struct Catalog {
 impl Catalog {
     /// Compiles a validated config with the current snapshot, if any.
     pub fn new(config: &Config, snapshot: Option<&Snapshot>) -> Catalog {
-        let mut namespaces: HashMap<Box<[u8]>, NamespaceEntry, Hasher> = HashMap::default();
+        let mut namespaces: HashMap<Box<[u8]>, EntryId, Hasher> = HashMap::default();
+        let mut entries: Vec<NamespaceEntry> = Vec::new();
         let mut tenants: HashSet<Box<str>, Hasher> = HashSet::default();
 
         if let Some(snapshot) = snapshot {
@@ -113,7 +121,8 @@ impl Catalog {
                         tenants.insert(tenant.as_str().into());
                     }
                 }
-                namespaces.insert(name.as_bytes().into(), entry);
+                namespaces.insert(name.as_bytes().into(), EntryId(entries.len()));
+                entries.push(entry);
             }
         }
 
@@ -121,7 +130,13 @@ impl Catalog {
             for (tenant, owned) in &tenancy.static_namespaces {
                 tenants.insert(tenant.as_str().into());
                 for ns in owned {
-                    let entry = namespaces.entry(ns.as_bytes().into()).or_default();
+                    let id = *namespaces.entry(ns.as_bytes().into()).or_insert_with(|| {
+                        entries.push(NamespaceEntry::default());
+                        EntryId(entries.len() - 1)
+                    });
+                    let Some(entry) = entries.get_mut(id.0) else {
+                        continue;
+                    };
                     if !entry.owned_by(tenant) {
                         let mut list = entry.tenants.to_vec();
                         list.push(tenant.as_str().into());
@@ -133,6 +148,7 @@ impl Catalog {
 
         Catalog {
             namespaces,
+            entries,
             tenants,
             injection: config.inject.as_ref().map(|inject| InjectionRules {
                 on_conflict: inject.on_conflict,
@@ -150,7 +166,16 @@ impl Catalog {
     }
 
     pub fn namespace(&self, name: &[u8]) -> Option<&NamespaceEntry> {
-        self.namespaces.get(name)
+        self.namespace_id(name).and_then(|id| self.entry(id))
+    }
+
+    pub fn namespace_id(&self, name: &[u8]) -> Option<EntryId> {
+        self.namespaces.get(name).copied()
+    }
+
+    /// The entry `id` (from this catalog's [`namespace_id`](Self::namespace_id)).
+    pub fn entry(&self, id: EntryId) -> Option<&NamespaceEntry> {
+        self.entries.get(id.0)
     }
 
     /// True when `tenant` owns at least one namespace (or is listed statically).
@@ -212,10 +237,11 @@ impl RequestScope {
 
     /// [`visibility`](Self::visibility) and the namespace's catalog entry, from one
     /// hash lookup: the per-series cost of the Prometheus rewriter.
-    pub fn lookup(&self, namespace: Option<&[u8]>) -> (Visibility, Option<&NamespaceEntry>) {
-        let entry = namespace.and_then(|ns| self.catalog.namespace(ns));
+    pub fn lookup(&self, namespace: Option<&[u8]>) -> (Visibility, Option<EntryId>) {
+        let id = namespace.and_then(|ns| self.catalog.namespace_id(ns));
+        let entry = id.and_then(|id| self.catalog.entry(id));
         let Some(rules) = self.catalog.tenancy else {
-            return (Visibility::Visible, entry);
+            return (Visibility::Visible, id);
         };
         let visible = match namespace {
             None => rules.non_namespaced == NonNamespacedSeries::Keep,
@@ -230,7 +256,7 @@ impl RequestScope {
         } else {
             Visibility::Hidden
         };
-        (visibility, entry)
+        (visibility, id)
     }
 
     /// Visibility of a namespaced object that is never "non-namespaced" (JSON pods):
