@@ -1262,56 +1262,55 @@ fn skip_deep(
             if key && c != b'"' {
                 stop!(State::Key);
             }
-            match c {
-                b'"' => {
-                    let j = match scan_string(b, i + 1) {
-                        Ok(j) => j,
-                        Err(at) => {
-                            i = at;
-                            stop!(State::Str, key);
-                        }
-                    };
-                    i = j + 1;
-                    if key {
-                        i = skip_ws(b, i);
-                        if b.get(i) != Some(&b':') {
-                            stop!(State::Colon);
-                        }
-                        i += 1;
-                        next = Next::Value;
-                        continue;
+            // Tested by likelihood, one after the other: a `match` became jump tables.
+            if c == b'"' {
+                let j = match scan_string(b, i + 1) {
+                    Ok(j) => j,
+                    Err(at) => {
+                        i = at;
+                        stop!(State::Str, key);
                     }
+                };
+                i = j + 1;
+                if key {
+                    i = skip_ws(b, i);
+                    if b.get(i) != Some(&b':') {
+                        stop!(State::Colon);
+                    }
+                    i += 1;
+                    next = Next::Value;
+                    continue;
                 }
-                b'{' | b'[' => {
-                    if depth >= MAX_DEPTH {
-                        stop!(State::Value);
-                    }
-                    let object = c == b'{';
-                    stack = (stack & !(1 << depth)) | (u64::from(object) << depth);
-                    depth += 1;
-                    i = skip_ws(b, i + 1);
-                    match (object, b.get(i)) {
-                        (true, Some(b'"')) => {
-                            next = Next::Key;
-                            continue;
-                        }
-                        (true, Some(b'}')) | (false, Some(b']')) => close!(),
-                        (false, Some(_)) => continue,
-                        (true, _) => stop!(State::ObjFirst),
-                        (false, None) => stop!(State::ArrFirst),
-                    }
-                }
-                b'-' | b'0'..=b'9' => match scan_number(b, i) {
+            } else if c.is_ascii_digit() || c == b'-' {
+                match scan_number(b, i) {
                     Some(Ok(end)) => i = end,
                     _ => stop!(State::Value),
-                },
-                b't' | b'f' | b'n' => {
-                    let Some(end) = literal_end(b, i, c) else {
-                        stop!(State::Value);
-                    };
-                    i = end;
                 }
-                _ => stop!(State::Value),
+            } else if c == b'{' || c == b'[' {
+                if depth >= MAX_DEPTH {
+                    stop!(State::Value);
+                }
+                let object = c == b'{';
+                stack = (stack & !(1 << depth)) | (u64::from(object) << depth);
+                depth += 1;
+                i = skip_ws(b, i + 1);
+                match (object, b.get(i)) {
+                    (true, Some(b'"')) => {
+                        next = Next::Key;
+                        continue;
+                    }
+                    (true, Some(b'}')) | (false, Some(b']')) => close!(),
+                    (false, Some(_)) => continue,
+                    (true, _) => stop!(State::ObjFirst),
+                    (false, None) => stop!(State::ArrFirst),
+                }
+            } else if matches!(c, b't' | b'f' | b'n') {
+                let Some(end) = literal_end(b, i, c) else {
+                    stop!(State::Value);
+                };
+                i = end;
+            } else {
+                stop!(State::Value);
             }
         }
         // After a value: `,` or closers.
@@ -1321,14 +1320,15 @@ fn skip_deep(
                 stop!(State::After);
             };
             let object = (stack >> (depth - 1)) & 1 == 1;
-            match c {
-                b',' => {
-                    i += 1;
-                    next = if object { Next::Key } else { Next::Value };
-                    break;
-                }
-                b'}' | b']' if (c == b'}') == object => close!(),
-                _ => stop!(State::After),
+            // `,` first; `c | 0x20` is `}` for `}` and `]` only.
+            if c == b',' {
+                i += 1;
+                next = if object { Next::Key } else { Next::Value };
+                break;
+            } else if c | 0x20 == b'}' && (c == b'}') == object {
+                close!();
+            } else {
+                stop!(State::After);
             }
         }
     }
