@@ -1489,14 +1489,18 @@ fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
         b'1'..=b'9' => i = skip_digits(b, i + 1),
         _ => return Some(Err(())),
     }
-    if *b.get(i)? == b'.' {
+    // The byte after the digits, read once. (Each `?` on a read is where the chunk
+    // ends, and the number may go on in the next one.)
+    let mut c = *b.get(i)?;
+    if c == b'.' {
         i += 1;
         if !b.get(i)?.is_ascii_digit() {
             return Some(Err(()));
         }
         i = skip_digits(b, i + 1);
+        c = *b.get(i)?;
     }
-    if matches!(*b.get(i)?, b'e' | b'E') {
+    if c | 0x20 == b'e' {
         i += 1;
         if matches!(*b.get(i)?, b'+' | b'-') {
             i += 1;
@@ -1505,9 +1509,8 @@ fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
             return Some(Err(()));
         }
         i = skip_digits(b, i + 1);
+        b.get(i)?;
     }
-    // The number may go on in the next chunk.
-    b.get(i)?;
     Some(Ok(i))
 }
 
