@@ -1567,26 +1567,26 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
         if c > b' ' {
             break;
         }
-        if c == b' ' {
-            // A run of spaces (indentation), eight at a time.
-            loop {
-                let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) else {
-                    while b.get(i) == Some(&b' ') {
-                        i += 1;
-                    }
-                    break;
-                };
-                let x = u64::from_le_bytes(word) ^ SPACES;
-                if x != 0 {
-                    i += (x.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                i += 8;
+        if c != b' ' {
+            if (OTHER_WS >> c) & 1 == 0 {
+                break;
             }
-        } else if (OTHER_WS >> c) & 1 == 1 {
             i += 1;
-        } else {
-            break;
+        }
+        // A run of spaces (indentation, after a line break), eight at a time.
+        loop {
+            let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) else {
+                while b.get(i) == Some(&b' ') {
+                    i += 1;
+                }
+                break;
+            };
+            let x = u64::from_le_bytes(word) ^ SPACES;
+            if x != 0 {
+                i += (x.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
         }
     }
     i
