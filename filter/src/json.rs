@@ -947,6 +947,7 @@ impl JsonFilter {
                 for (idx, want) in shape.top_keys.iter().enumerate() {
                     if is(want, &mut self.scratch)? {
                         found = Some(idx);
+                        break;
                     }
                 }
                 let Some(idx) = found else {
