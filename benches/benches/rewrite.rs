@@ -28,8 +28,9 @@ struct Body {
     bytes: Vec<u8>,
 }
 
-/// (body, case, runtime) → (total time, iterations), from criterion's own runs.
-type Measured = BTreeMap<(String, String, &'static str), (Duration, u64)>;
+/// (body, case, runtime) → seconds per iteration of each of criterion's own
+/// samples (warm-up included).
+type Measured = BTreeMap<(String, String, &'static str), Vec<f64>>;
 
 thread_local! {
     static MEASURED: RefCell<Measured> = RefCell::default();
@@ -37,11 +38,9 @@ thread_local! {
 
 fn record(body: &str, case: &str, runtime: &'static str, elapsed: Duration, iters: u64) {
     MEASURED.with_borrow_mut(|m| {
-        let entry = m
-            .entry((body.to_owned(), case.to_owned(), runtime))
-            .or_default();
-        entry.0 += elapsed;
-        entry.1 += iters;
+        m.entry((body.to_owned(), case.to_owned(), runtime))
+            .or_default()
+            .push(elapsed.as_secs_f64() / iters.max(1) as f64);
     });
 }
 
@@ -179,13 +178,18 @@ fn main() {
 }
 
 fn summarize(bodies: &[Body]) {
-    let measured = MEASURED.take();
-    let mean = |body: &str, case: &str, runtime: &'static str| {
-        measured
-            .get(&(body.to_owned(), case.to_owned(), runtime))
-            .map(|(t, n)| t.as_secs_f64() / (*n).max(1) as f64)
+    let mut measured = MEASURED.take();
+    // The median sample: a neighbour's burst of CPU on a shared machine moves
+    // the mean of twenty samples, not their median.
+    for samples in measured.values_mut() {
+        samples.sort_by(f64::total_cmp);
+    }
+    let median = |body: &str, case: &str, runtime: &'static str| {
+        let samples = measured.get(&(body.to_owned(), case.to_owned(), runtime))?;
+        samples.get(samples.len() / 2).copied()
     };
     println!();
+    println!("MB/s and ratios of the median of criterion's samples:");
     println!(
         "{:<26} {:<7} {:>10} {:>10} {:>12} {:>14} {:>12}",
         "body", "case", "native MB/s", "wasm MB/s", "wasm/native", "native/memcpy", "wasm/memcpy"
@@ -195,13 +199,13 @@ fn summarize(bodies: &[Body]) {
         let bytes = body.bytes.len() as f64;
         for case in ["memcpy", "inject", "filter"] {
             let (Some(native), Some(wasm)) = (
-                mean(body.name, case, "native"),
-                mean(body.name, case, "wasm"),
+                median(body.name, case, "native"),
+                median(body.name, case, "wasm"),
             ) else {
                 continue;
             };
-            let memcpy_native = mean(body.name, "memcpy", "native").unwrap_or(f64::NAN);
-            let memcpy_wasm = mean(body.name, "memcpy", "wasm").unwrap_or(f64::NAN);
+            let memcpy_native = median(body.name, "memcpy", "native").unwrap_or(f64::NAN);
+            let memcpy_wasm = median(body.name, "memcpy", "wasm").unwrap_or(f64::NAN);
             let (native_mbs, wasm_mbs) = (bytes / native / 1e6, bytes / wasm / 1e6);
             println!(
                 "{:<26} {:<7} {:>10.0} {:>10.0} {:>11.0}% {:>13.2}x {:>11.2}x",
