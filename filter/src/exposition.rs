@@ -692,6 +692,11 @@ fn parse_plain_label_set(line: &[u8], open: usize, injected: &[Box<[u8]>]) -> Op
         // A bare name, then `="`: the name holds no `"`, so that quote is the
         // first one after `name_start`, as the full grammar also finds it.
         let name_end = skip_label_name(line, name_start);
+        if name_end == name_start && line.get(name_start) == Some(&b'}') {
+            // A trailing comma (`{}` was handled above).
+            set.close = name_start;
+            return Some(set);
+        }
         if name_end == name_start || line.get(name_end..name_end + 2) != Some(b"=\"") {
             return None;
         }
@@ -711,16 +716,12 @@ fn parse_plain_label_set(line: &[u8], open: usize, injected: &[Box<[u8]>]) -> Op
             set.conflict = true;
         }
         set.insert_at = value_close + 1;
-        match (line.get(value_close + 1), line.get(value_close + 2)) {
-            (Some(b'}'), _) => {
+        match line.get(value_close + 1) {
+            Some(b'}') => {
                 set.close = value_close + 1;
                 return Some(set);
             }
-            (Some(b','), Some(b'}')) => {
-                set.close = value_close + 2;
-                return Some(set);
-            }
-            (Some(b','), _) => name_start = value_close + 2,
+            Some(b',') => name_start = value_close + 2,
             _ => return None,
         }
     }
