@@ -335,7 +335,7 @@ impl State {
             .position(|&b| b != b' ' && b != b'\t')
             .unwrap_or(line.len());
         match line.get(first) {
-            None | Some(b'\r') => Ok(Edit::Keep),
+            None | Some(b'\r') => Ok(self.between_metadata_and_series()),
             Some(b'#') => Ok(self.comment(line, first)),
             Some(_) => self.series(scope, line, first),
         }
@@ -346,7 +346,11 @@ impl State {
             return Edit::Keep;
         }
         let Some(family) = metadata_family(&line[at..]) else {
-            return Edit::Keep;
+            // `# EOF` ends the body and is never held back.
+            if line[at..].trim_ascii_end() == b"# EOF" {
+                return Edit::Keep;
+            }
+            return self.between_metadata_and_series();
         };
         if self.family_state != FamilyState::None && family == self.family.as_slice() {
             // More metadata (`# TYPE` after `# HELP`) of the same family.
@@ -361,6 +365,18 @@ impl State {
         self.family.extend_from_slice(family);
         self.family_state = FamilyState::Held;
         Edit::Hold
+    }
+
+    /// A blank line or a plain comment. After held metadata it is held too, so
+    /// that it keeps its place: written with the metadata before the family's
+    /// first kept series, or dropped with it. (Written at once, it would come
+    /// out before metadata that came before it.)
+    fn between_metadata_and_series(&self) -> Edit<'static> {
+        if self.family_state == FamilyState::Held {
+            Edit::Hold
+        } else {
+            Edit::Keep
+        }
     }
 
     fn series<'s>(
@@ -1030,6 +1046,22 @@ mod tests {
             )
             .unwrap(),
             "# TYPE \"a.b\" gauge\n{\"a.b\",namespace=\"shop\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn lines_between_metadata_and_series_keep_their_place() {
+        // Found by the fuzzer: a blank line or comment after held metadata was
+        // written at once, before the metadata it followed.
+        let body = "# TYPE a gauge\n\n# note\na 1\n# TYPE b gauge\n\n# EOF\n";
+        assert_eq!(
+            rewrite(&tenant(""), body).unwrap(),
+            "# TYPE a gauge\n\n# note\na 1\n# EOF\n"
+        );
+        // Without held metadata they pass as before.
+        assert_eq!(
+            rewrite(&tenant(""), "\n# x\na 1\n").unwrap(),
+            "\n# x\na 1\n"
         );
     }
 
