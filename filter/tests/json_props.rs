@@ -382,13 +382,23 @@ proptest! {
         let got = run(endpoint, &scope, MAX, &body, &[]);
         let split = run(endpoint, &scope, MAX, &body, &cuts(body.len(), &raw_cuts));
         prop_assert_eq!(got.is_ok(), split.is_ok());
-        if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+        // A number beyond f64 (`-0.26E647`) is valid JSON that serde_json will not
+        // hold: the filter checks the grammar only and copies numbers verbatim
+        // (RFC 8259 §6 leaves their range to implementations), and serde_json
+        // cannot be the oracle of such a body.
+        let parsed = serde_json::from_slice::<serde_json::Value>(&body);
+        let out_of_range = parsed
+            .as_ref()
+            .is_err_and(|e| e.to_string().starts_with("number out of range"));
+        if parsed.is_err() && !out_of_range {
             prop_assert!(got.is_err(), "accepted what serde_json rejects");
         }
         if let Ok(out) = got {
             prop_assert_eq!(&split.unwrap(), &out);
             // Accepted: it must be a body we understand, filtered exactly.
-            check_output(endpoint, &body, &out, &visible);
+            if !out_of_range {
+                check_output(endpoint, &body, &out, &visible);
+            }
         }
     }
 
