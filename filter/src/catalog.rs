@@ -1,5 +1,5 @@
 //! The compiled form of (configuration, snapshot): everything a request needs,
-//! computed once per snapshot so that the per-line cost is one hash lookup.
+//! computed once per snapshot so that the per-line cost is at most one hash lookup.
 //!
 //! A [`Catalog`] is immutable and shared (`Rc`) by every request of a VM; a
 //! [`RequestScope`] adds the request's tenant to it.

@@ -43,7 +43,9 @@ pub fn skip_label_name(b: &[u8], i: usize) -> usize {
         let underscore = u8x16_eq(v, u8x16_splat(b'_'));
         !u8x16_bitmask(v128_or(v128_or(digit_or_colon, letter), underscore))
     };
-    find_in_blocks(b, i, not_name, skip_label_name_bytes)
+    find_in_blocks(b, i, not_name, |b, i| {
+        skip_table_bytes(&LABEL_NAME_BYTES, b, i)
+    })
 }
 
 /// The index of the first byte at or after `i` that is not a label name byte
@@ -51,12 +53,6 @@ pub fn skip_label_name(b: &[u8], i: usize) -> usize {
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 pub fn skip_label_name(b: &[u8], i: usize) -> usize {
-    skip_label_name_bytes(b, i)
-}
-
-/// [`skip_label_name`] a byte at a time.
-#[inline(always)]
-fn skip_label_name_bytes(b: &[u8], i: usize) -> usize {
     skip_table_bytes(&LABEL_NAME_BYTES, b, i)
 }
 
@@ -151,7 +147,9 @@ pub fn skip_sample_bytes(b: &[u8], i: usize) -> usize {
         }
         !u8x16_bitmask(sample)
     };
-    find_in_blocks(b, i, not_sample, skip_sample_bytes_one_by_one)
+    find_in_blocks(b, i, not_sample, |b, i| {
+        skip_table_bytes(&SAMPLE_BYTES, b, i)
+    })
 }
 
 /// The index of the first byte at or after `i` that is not a sample byte (or
@@ -159,12 +157,6 @@ pub fn skip_sample_bytes(b: &[u8], i: usize) -> usize {
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 pub fn skip_sample_bytes(b: &[u8], i: usize) -> usize {
-    skip_sample_bytes_one_by_one(b, i)
-}
-
-/// [`skip_sample_bytes`] a byte at a time.
-#[inline(always)]
-fn skip_sample_bytes_one_by_one(b: &[u8], i: usize) -> usize {
     skip_table_bytes(&SAMPLE_BYTES, b, i)
 }
 
