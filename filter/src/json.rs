@@ -48,7 +48,7 @@
 use crate::body::{BodyError, Counters};
 use crate::catalog::RequestScope;
 use crate::endpoint::JsonEndpoint;
-use crate::scan::{HI, LO};
+use crate::scan::{skip_spaces, HI, LO};
 
 /// Deepest nesting accepted. The kubelet's bodies nest about 15 deep (managed
 /// fields of a pod); `serde_json`, which agents often parse with, stops at 128.
@@ -1561,33 +1561,34 @@ fn literal_end(b: &[u8], i: usize, c: u8) -> Option<usize> {
     (got == tail).then_some(end)
 }
 
-#[inline]
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    const SPACES: u64 = LO * 0x20;
+/// The index of the first byte at or after `i` that is not JSON whitespace.
+/// Pretty-printed JSON has one space after each `:` and a line break plus
+/// indentation before each member, so those are tried first: the general loop
+/// costs dozens of instructions per call once compiled from wasm.
+#[inline(always)]
+fn skip_ws(b: &[u8], i: usize) -> usize {
+    match b.get(i) {
+        Some(&c) if c > b' ' => i,
+        Some(b' ') if b.get(i + 1).is_some_and(|&c| c > b' ') => i + 1,
+        Some(b'\n') => {
+            let j = skip_spaces(b, i + 1);
+            match b.get(j) {
+                Some(&c) if c > b' ' => j,
+                _ => skip_ws_run(b, j),
+            }
+        }
+        _ => skip_ws_run(b, i),
+    }
+}
+
+/// [`skip_ws`] for any mix of whitespace.
+#[inline(never)]
+fn skip_ws_run(b: &[u8], mut i: usize) -> usize {
     while let Some(&c) = b.get(i) {
-        if c > b' ' {
-            break;
-        }
-        if c != b' ' {
-            if (OTHER_WS >> c) & 1 == 0 {
-                break;
-            }
-            i += 1;
-        }
-        // A run of spaces (indentation, after a line break), eight at a time.
-        loop {
-            let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) else {
-                while b.get(i) == Some(&b' ') {
-                    i += 1;
-                }
-                break;
-            };
-            let x = u64::from_le_bytes(word) ^ SPACES;
-            if x != 0 {
-                i += (x.trailing_zeros() / 8) as usize;
-                break;
-            }
-            i += 8;
+        match c {
+            b' ' => i = skip_spaces(b, i),
+            _ if c < b' ' && (OTHER_WS >> c) & 1 == 1 => i += 1,
+            _ => break,
         }
     }
     i

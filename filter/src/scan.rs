@@ -123,6 +123,41 @@ fn v128_of(block: &[u8]) -> core::arch::wasm32::v128 {
     )
 }
 
+/// The index of the first byte at or after `i` that is not a space (or
+/// `b.len()`, or `i` when `i > b.len()`): the indentation of pretty-printed
+/// JSON, with wasm SIMD sixteen bytes at a time.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub fn skip_spaces(b: &[u8], i: usize) -> usize {
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat};
+    let not_space = |v| !u8x16_bitmask(u8x16_eq(v, u8x16_splat(b' ')));
+    find_in_blocks(b, i, not_space, skip_spaces_swar)
+}
+
+/// The index of the first byte at or after `i` that is not a space (or
+/// `b.len()`, or `i` when `i > b.len()`).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+pub fn skip_spaces(b: &[u8], i: usize) -> usize {
+    skip_spaces_swar(b, i)
+}
+
+/// [`skip_spaces`] eight bytes at a time, then byte by byte.
+#[inline(always)]
+fn skip_spaces_swar(b: &[u8], mut i: usize) -> usize {
+    while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let x = u64::from_le_bytes(word) ^ (LO * u64::from(b' '));
+        if x != 0 {
+            return i + (x.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    i
+}
+
 /// Whether `b` may appear in a sample's value or timestamp (digits, `.`, `+`,
 /// `-`, `e`, `NaN`, `Inf`…) or the blanks around them.
 pub const fn is_sample_byte(b: u8) -> bool {
@@ -279,6 +314,25 @@ mod tests {
                 proptest::prop_assert_eq!(skip_label_name(&b, i), name);
                 let sample = (i..b.len()).find(|&j| !is_sample_byte(b[j])).unwrap_or(b.len().max(i));
                 proptest::prop_assert_eq!(skip_sample_bytes(&b, i), sample);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Runs of spaces of every length up to forty, at any offset, ended by
+        /// any byte or by the end.
+        #[test]
+        fn skip_spaces_agrees_with_a_byte_loop(
+            pad in 0usize..24,
+            spaces in 0usize..40,
+            end in proptest::option::of(proptest::prelude::any::<u8>()),
+        ) {
+            let mut b = vec![b'x'; pad];
+            b.extend(std::iter::repeat_n(b' ', spaces));
+            b.extend(end);
+            for i in 0..=b.len() + 1 {
+                let want = (i..b.len()).find(|&j| b[j] != b' ').unwrap_or(b.len().max(i));
+                proptest::prop_assert_eq!(skip_spaces(&b, i), want);
             }
         }
     }
