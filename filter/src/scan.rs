@@ -1,8 +1,10 @@
-//! Byte scans for the Prometheus text rewriter's hot path, inlined so that a
-//! search costs a few instructions per hit instead of a library call.
+//! Byte scans for the rewriters' hot paths (Prometheus text, and the JSON
+//! filter's indentation), inlined so that a search costs a few instructions per
+//! hit instead of a library call.
 //!
 //! Label values are short (a quote every ten to twenty bytes on kubelet lines),
-//! so what matters is the cost per search, not the throughput of a long one.
+//! and so are indents, so what matters is the cost per search, not the
+//! throughput of a long one.
 
 /// Whether `b` may appear in a bare label name: `[a-zA-Z0-9_:]`.
 pub const fn is_label_name_byte(b: u8) -> bool {
