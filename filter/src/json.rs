@@ -48,7 +48,7 @@
 use crate::body::{BodyError, Counters};
 use crate::catalog::RequestScope;
 use crate::endpoint::JsonEndpoint;
-use crate::scan::{skip_spaces, HI, LO};
+use crate::scan::{non_space_in_16, skip_spaces, HI, LO};
 
 /// Deepest nesting accepted. The kubelet's bodies nest about 15 deep (managed
 /// fields of a pod); `serde_json`, which agents often parse with, stops at 128.
@@ -562,7 +562,7 @@ impl JsonFilter {
                             i += 1;
                         }
                         b'{' | b'[' => open!(i, c == b'{'),
-                        b'-' | b'0'..=b'9' => match scan_number(b, i) {
+                        b'-' | b'0'..=b'9' => match scan_number(b, i, c) {
                             Some(Ok(end)) => {
                                 st = State::After;
                                 i = end;
@@ -807,7 +807,7 @@ impl JsonFilter {
                 Ok(Step::Member(j + 1))
             }
             b'{' | b'[' => Ok(Step::Open(i, c == b'{')),
-            b'-' | b'0'..=b'9' => match scan_number(b, i) {
+            b'-' | b'0'..=b'9' => match scan_number(b, i, c) {
                 Some(Ok(end)) => Ok(Step::Member(end)),
                 Some(Err(())) => Err(err("invalid number")),
                 None => {
@@ -1185,6 +1185,12 @@ struct Deep {
 /// over as if they had read everything themselves: they report the errors, with
 /// their messages. (A string is an exception: it stops inside it, where
 /// `scan_string` stopped, in `Str`, after content that `scan_string` checked.)
+///
+/// Most of a kubelet body is objects whose members hold strings, numbers and more
+/// objects, so those have a path of their own at the top of the loop: compiled
+/// from wasm, the general steps cost about half as much again per member (the
+/// depth, the nesting and `next` live on the stack there; this path rarely
+/// touches them and reads each byte between tokens once).
 #[inline(never)]
 fn skip_deep(
     b: &[u8],
@@ -1254,6 +1260,74 @@ fn skip_deep(
         _ => Next::Value,
     };
     loop {
+        if next == Next::Key {
+            // The hot path: an object's members, one after the other, as long as
+            // their values are strings, numbers, literals or objects (entered and
+            // left here too) and the whitespace has a usual shape (see
+            // `next_token`). Anything else is left, where it is, to the steps
+            // below: a key they read as usual, a value, or what follows a value.
+            // The innermost container is an object throughout.
+            (i, next) = 'members: {
+                let (mut at, c) = next_token(b, i);
+                if c != b'"' {
+                    break 'members (i, Next::Key);
+                }
+                loop {
+                    // A key's quote is at `at`.
+                    let Ok(j) = scan_string(b, at + 1) else {
+                        break 'members (at, Next::Key);
+                    };
+                    let (colon, c) = next_token(b, j + 1);
+                    if c != b':' {
+                        break 'members (at, Next::Key);
+                    }
+                    let (v, c) = next_token(b, colon + 1);
+                    let value_end = if c == b'"' {
+                        scan_string(b, v + 1).map(|j| j + 1).ok()
+                    } else if c.is_ascii_digit() || c == b'-' {
+                        scan_number(b, v, c).and_then(Result::ok)
+                    } else if c == b'{' {
+                        let (k, c) = next_token(b, v + 1);
+                        if c == b'"' && depth < MAX_DEPTH {
+                            stack |= 1 << depth;
+                            depth += 1;
+                            at = k;
+                            continue;
+                        }
+                        (c == b'}').then_some(k + 1)
+                    } else if matches!(c, b't' | b'f' | b'n') {
+                        literal_end(b, v, c)
+                    } else {
+                        None
+                    };
+                    let Some(mut end) = value_end else {
+                        break 'members (v, Next::Value);
+                    };
+                    // After a value: `,` and the next key, or closers.
+                    loop {
+                        let (k, c) = next_token(b, end);
+                        if c == b',' {
+                            let (key, c) = next_token(b, k + 1);
+                            if c != b'"' {
+                                break 'members (end, Next::After);
+                            }
+                            at = key;
+                            break;
+                        }
+                        if c != b'}' {
+                            break 'members (end, Next::After);
+                        }
+                        i = k;
+                        close!();
+                        end = i;
+                        // Closed into an array: its elements are the steps' below.
+                        if (stack >> (depth - 1)) & 1 == 0 {
+                            break 'members (end, Next::After);
+                        }
+                    }
+                }
+            };
+        }
         if next != Next::After {
             let key = next == Next::Key;
             i = skip_ws(b, i);
@@ -1283,7 +1357,7 @@ fn skip_deep(
                     continue;
                 }
             } else if c.is_ascii_digit() || c == b'-' {
-                match scan_number(b, i) {
+                match scan_number(b, i, c) {
                     Some(Ok(end)) => i = end,
                     _ => stop!(State::Value),
                 }
@@ -1342,9 +1416,14 @@ fn special(c: u8) -> bool {
     c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c)
 }
 
-/// Scans string content from `i` up to its closing quote, checking escapes and UTF-8
-/// sequences that lie in the chunk: `Ok(index of the quote)`, or `Err(index)` where
-/// the states have to take over (chunk end, surrogate escape, anything invalid).
+/// Scans string content from `i` up to its closing quote, checking the escapes that
+/// lie in the chunk: `Ok(index of the quote)`, or `Err(index)` where the states have
+/// to take over (chunk end, surrogate escape, non-ASCII, anything invalid).
+///
+/// Non-ASCII is left to the states (which check its UTF-8) because checking it here
+/// takes a call, and a call in [`skip_deep`]'s loop sends the loop's variables to
+/// the stack once compiled from wasm; kubelet bodies are ASCII (names are DNS
+/// labels), so the states see a few annotations at most.
 #[inline(always)]
 fn scan_string(b: &[u8], mut i: usize) -> Result<usize, usize> {
     loop {
@@ -1359,13 +1438,6 @@ fn scan_string(b: &[u8], mut i: usize) -> Result<usize, usize> {
                 },
                 _ => return Err(i),
             },
-            Some(&c) if c >= 0x80 => {
-                let len = utf8_len(c);
-                match b.get(i..i + len) {
-                    Some(seq) if len > 0 && std::str::from_utf8(seq).is_ok() => i += len,
-                    _ => return Err(i),
-                }
-            }
             _ => return Err(i),
         }
     }
@@ -1478,14 +1550,18 @@ fn hex4_quick(digits: &[u8]) -> Option<u32> {
         .try_fold(0u32, |v, &d| Some(v * 16 + hex_digit(d)?))
 }
 
-/// A number starting at `i` that ends inside `b`: `Some(Ok(end))`; `Some(Err(()))`
-/// when it is malformed, `None` when the chunk ends first.
+/// A number starting with `c` at `i` that ends inside `b`: `Some(Ok(end))`;
+/// `Some(Err(()))` when it is malformed, `None` when the chunk ends first. (The
+/// callers have read `c` already: reading it again costs a bounds check.)
 #[inline(always)]
-fn scan_number(b: &[u8], mut i: usize) -> Option<Result<usize, ()>> {
-    if b.get(i) == Some(&b'-') {
+fn scan_number(b: &[u8], mut i: usize, c: u8) -> Option<Result<usize, ()>> {
+    let first = if c == b'-' {
         i += 1;
-    }
-    match *b.get(i)? {
+        *b.get(i)?
+    } else {
+        c
+    };
+    match first {
         b'0' => i += 1,
         b'1'..=b'9' => i = skip_digits(b, i + 1),
         _ => return Some(Err(())),
@@ -1578,6 +1654,27 @@ fn skip_ws(b: &[u8], i: usize) -> usize {
             }
         }
         _ => skip_ws_run(b, i),
+    }
+}
+
+/// The index of the first byte at or after `i` that is not JSON whitespace, and
+/// that byte, for the usual shapes of whitespace (none, one space, a line break
+/// and up to fifteen spaces of indentation), without a call. Otherwise, and at
+/// the end of `b`, the byte is 0 (which starts no token).
+#[inline(always)]
+fn next_token(b: &[u8], i: usize) -> (usize, u8) {
+    let token = |j: usize| match b.get(j) {
+        Some(&c) if c > b' ' => (j, c),
+        _ => (i, 0),
+    };
+    match b.get(i) {
+        Some(&c) if c > b' ' => (i, c),
+        Some(b' ') => token(i + 1),
+        Some(b'\n') => match non_space_in_16(b, i + 1) {
+            Some(j) => token(j),
+            None => (i, 0),
+        },
+        _ => (i, 0),
     }
 }
 

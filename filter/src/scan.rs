@@ -125,6 +125,35 @@ fn v128_of(block: &[u8]) -> core::arch::wasm32::v128 {
     )
 }
 
+/// The index of the first byte that is not a space among the sixteen from `i`,
+/// if they lie in `b` and are not all spaces: the indentation of pretty-printed
+/// JSON in one step, without the loop (and the call at its end) of
+/// [`skip_spaces`].
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub fn non_space_in_16(b: &[u8], i: usize) -> Option<usize> {
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat};
+    let block = b.get(i..i + 16)?;
+    let not_space = !u8x16_bitmask(u8x16_eq(v128_of(block), u8x16_splat(b' ')));
+    (not_space != 0).then(|| i + not_space.trailing_zeros() as usize)
+}
+
+/// The index of the first byte that is not a space among the sixteen from `i`,
+/// if they lie in `b` and are not all spaces.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+pub fn non_space_in_16(b: &[u8], i: usize) -> Option<usize> {
+    let block: &[u8; 16] = b.get(i..i + 16)?.try_into().ok()?;
+    let (lo, hi) = block.split_at(8);
+    let spaces = LO * u64::from(b' ');
+    let word = |half: &[u8]| half.try_into().map_or(0, u64::from_le_bytes) ^ spaces;
+    match (word(lo), word(hi)) {
+        (0, 0) => None,
+        (0, x) => Some(i + 8 + (x.trailing_zeros() / 8) as usize),
+        (x, _) => Some(i + (x.trailing_zeros() / 8) as usize),
+    }
+}
+
 /// The index of the first byte at or after `i` that is not a space (or
 /// `b.len()`, or `i` when `i > b.len()`): the indentation of pretty-printed
 /// JSON, with wasm SIMD sixteen bytes at a time.
@@ -322,9 +351,11 @@ mod tests {
 
     proptest::proptest! {
         /// Runs of spaces of every length up to forty, at any offset, ended by
-        /// any byte or by the end.
+        /// any byte or by the end; [`non_space_in_16`] finds the same byte when it
+        /// is among the sixteen, and nothing when they are all spaces or do not
+        /// lie in `b`.
         #[test]
-        fn skip_spaces_agrees_with_a_byte_loop(
+        fn space_skips_agree_with_a_byte_loop(
             pad in 0usize..24,
             spaces in 0usize..40,
             end in proptest::option::of(proptest::prelude::any::<u8>()),
@@ -335,6 +366,8 @@ mod tests {
             for i in 0..=b.len() + 1 {
                 let want = (i..b.len()).find(|&j| b[j] != b' ').unwrap_or(b.len().max(i));
                 proptest::prop_assert_eq!(skip_spaces(&b, i), want);
+                let in_16 = b.get(i..i + 16).and_then(|block| block.iter().position(|&c| c != b' '));
+                proptest::prop_assert_eq!(non_space_in_16(&b, i), in_16.map(|k| i + k));
             }
         }
     }

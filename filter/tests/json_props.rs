@@ -214,8 +214,22 @@ impl Render {
     }
 
     fn ws(&mut self) {
+        // Indentation of up to fifteen spaces is the filter's fast path; more, or
+        // any other mix, its general one.
         const WS: &[&str] = &[
-            "", "", "", "", " ", "\n", "\r\n", "\t", "\n    ", "\r\n  \t",
+            "",
+            "",
+            "",
+            "",
+            " ",
+            "\n",
+            "\r\n",
+            "\t",
+            "\n    ",
+            "\n               ",
+            "\n                ",
+            "\n  \t",
+            "\r\n  \t",
         ];
         let w = WS[(self.next() % WS.len() as u64) as usize];
         self.out.push_str(w);
