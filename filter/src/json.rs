@@ -1430,17 +1430,68 @@ fn scan_string(b: &[u8], mut i: usize) -> Result<usize, usize> {
         i = skip_plain_inline(b, i);
         match b.get(i) {
             Some(b'"') => return Ok(i),
-            Some(b'\\') => match b.get(i + 1) {
-                Some(&e) if simple_escape(e) => i += 2,
-                Some(b'u') => match b.get(i + 2..i + 6).and_then(hex4_quick) {
-                    Some(v) if !(0xD800..=0xDFFF).contains(&v) => i += 6,
-                    _ => return Err(i),
-                },
-                _ => return Err(i),
-            },
+            Some(b'\\') => i = step_escapes(b, i)?,
             _ => return Err(i),
         }
     }
+}
+
+/// The length of the escape whose `\` is at `i`, if it is whole in `b` and not a
+/// surrogate (those go to the states, which pair them).
+#[inline(always)]
+fn escape_len(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i + 1) {
+        Some(&e) if simple_escape(e) => Some(2),
+        Some(b'u') => match b.get(i + 2..i + 6).and_then(hex4_quick) {
+            Some(v) if !(0xD800..=0xDFFF).contains(&v) => Some(6),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Steps over the escape at `i` and over those that follow it in the next
+/// sixteen-byte blocks, keeping each block's mask of [`special`] bytes: a string
+/// with one escape tends to have many (`/pods` carries JSON in its
+/// `last-applied-configuration` annotations, a `\"` every few bytes), and going
+/// back to [`skip_plain_inline`] after each costs a block load and a branch that
+/// depends on the distance to the next. `Ok(index)` where plain content or
+/// another special byte resumes; `Err(index)` of an escape the states have to
+/// read. (Measured: `/pods` 4–16 % faster in wasmtime, although callgrind counts
+/// more instructions.)
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn step_escapes(b: &[u8], i: usize) -> Result<usize, usize> {
+    let mut at = i + escape_len(b, i).ok_or(i)?;
+    while let Some(block) = b.get(at..at + 16) {
+        let mut mask = u32::from(special_lanes(block));
+        loop {
+            if mask == 0 {
+                at += 16;
+                break;
+            }
+            let p = at + mask.trailing_zeros() as usize;
+            if b.get(p) != Some(&b'\\') {
+                return Ok(p);
+            }
+            let next = p + escape_len(b, p).ok_or(p)?;
+            if next >= at + 16 {
+                at = next;
+                break;
+            }
+            // Bits of bytes before `next` (the escape's own included) are done.
+            mask &= u32::MAX << (next - at);
+        }
+    }
+    Ok(at)
+}
+
+/// Steps over the escape at `i`: `Ok(index after it)`, or `Err(i)` when the states
+/// have to read it.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn step_escapes(b: &[u8], i: usize) -> Result<usize, usize> {
+    Ok(i + escape_len(b, i).ok_or(i)?)
 }
 
 /// [`skip_plain_inline`] for the scanner's main loop, which has no registers to
@@ -1456,24 +1507,31 @@ fn skip_plain(b: &[u8], i: usize) -> usize {
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 fn skip_plain_inline(b: &[u8], mut i: usize) -> usize {
-    use core::arch::wasm32::{
-        u64x2, u8x16_bitmask, u8x16_eq, u8x16_ge, u8x16_splat, u8x16_sub, v128_or,
-    };
     while let Some(block) = b.get(i..i + 16) {
-        let (lo, hi) = block.split_at(8);
-        let word = |half: &[u8]| <[u8; 8]>::try_from(half).map_or(0, u64::from_le_bytes);
-        let v = u64x2(word(lo), word(hi));
-        let quote = u8x16_eq(v, u8x16_splat(b'"'));
-        let backslash = u8x16_eq(v, u8x16_splat(b'\\'));
-        // Below 0x20 or from 0x80: outside 0x20..0x80 after subtracting 0x20.
-        let other = u8x16_ge(u8x16_sub(v, u8x16_splat(0x20)), u8x16_splat(0x60));
-        let mask = u8x16_bitmask(v128_or(v128_or(quote, backslash), other));
+        let mask = special_lanes(block);
         if mask != 0 {
             return i + mask.trailing_zeros() as usize;
         }
         i += 16;
     }
     skip_plain_swar(b, i)
+}
+
+/// The [`special`] bytes of a sixteen-byte `block`: bit `k` for byte `k`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn special_lanes(block: &[u8]) -> u16 {
+    use core::arch::wasm32::{
+        u64x2, u8x16_bitmask, u8x16_eq, u8x16_ge, u8x16_splat, u8x16_sub, v128_or,
+    };
+    let (lo, hi) = block.split_at(8);
+    let word = |half: &[u8]| <[u8; 8]>::try_from(half).map_or(0, u64::from_le_bytes);
+    let v = u64x2(word(lo), word(hi));
+    let quote = u8x16_eq(v, u8x16_splat(b'"'));
+    let backslash = u8x16_eq(v, u8x16_splat(b'\\'));
+    // Below 0x20 or from 0x80: outside 0x20..0x80 after subtracting 0x20.
+    let other = u8x16_ge(u8x16_sub(v, u8x16_splat(0x20)), u8x16_splat(0x60));
+    u8x16_bitmask(v128_or(v128_or(quote, backslash), other))
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -1835,6 +1893,32 @@ mod tests {
     }
 
     use JsonEndpoint::{PodList, StatsSummary};
+
+    #[test]
+    fn runs_of_escapes_from_every_offset_of_a_block() {
+        // What `/pods` carries in its annotations: escapes every few bytes, here
+        // starting at every offset of a sixteen-byte block and crossing blocks,
+        // with `\u` escapes, then one invalid escape at each place of the run.
+        let run_of_escapes = r#"\"a\\b\/\u00e9\n\"\"\t\u0041z"#.repeat(3);
+        for pad in 0..20 {
+            let value = format!("{}{run_of_escapes}", "x".repeat(pad));
+            let body = format!(
+                r#"{{"items":[{{"metadata":{{"namespace":"shop","annotations":{{"a":"{value}"}}}}}}]}}"#
+            );
+            assert_eq!(every_split(PodList, &body).unwrap(), body);
+            // Each escape of the run in turn made invalid (`\q`).
+            let run_start = body.find(&value).unwrap() + pad;
+            let mut at = run_start;
+            while at < run_start + run_of_escapes.len() {
+                let mut bad = body.clone();
+                bad.replace_range(at + 1..at + 2, "q");
+                let refused = run(PodList, &bad).unwrap_err();
+                assert!(refused.0.contains("escape"), "{bad}: {refused:?}");
+                at += if body[at..].starts_with(r"\u") { 6 } else { 2 };
+                at += usize::from(body.as_bytes()[at] != b'\\');
+            }
+        }
+    }
 
     #[test]
     fn filters_pod_list_items_and_fixes_commas() {
