@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use std::hint::black_box;
@@ -16,17 +15,8 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use kubelet_scope_benches::native::Native;
 use kubelet_scope_benches::{
-    capture, synthetic, Kind, WasmGuest, FILTER_CONFIG, INJECT_CONFIG, TENANT,
+    bodies, cases, guest_path, synthetic, Body, Kind, WasmGuest, CHUNK, INJECT_CONFIG,
 };
-
-/// Envoy hands the filter the body in slices of this order.
-const CHUNK: usize = 64 * 1024;
-
-struct Body {
-    name: &'static str,
-    kind: Kind,
-    bytes: Vec<u8>,
-}
 
 /// (body, case, runtime) → seconds per iteration of each of criterion's own
 /// samples (warm-up included).
@@ -44,40 +34,9 @@ fn record(body: &str, case: &str, runtime: &'static str, elapsed: Duration, iter
     });
 }
 
-fn guest_path() -> PathBuf {
-    std::env::var_os("KUBELET_SCOPE_BENCH_GUEST").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/wasm32-wasip1/release/kubelet_scope_bench_guest.wasm")
-        },
-        PathBuf::from,
-    )
-}
-
 fn main() {
     let snapshot = synthetic::snapshot();
-    let bodies = [
-        Body {
-            name: "cadvisor capture 2.2MB",
-            kind: Kind::Exposition,
-            bytes: capture("cadvisor-k8s1.21-eks-docker-datadog.txt"),
-        },
-        Body {
-            name: "cadvisor 110 pods",
-            kind: Kind::Exposition,
-            bytes: synthetic::cadvisor(110),
-        },
-        Body {
-            name: "/pods 110 pods",
-            kind: Kind::PodList,
-            bytes: synthetic::pod_list(110),
-        },
-        Body {
-            name: "/stats/summary 110 pods",
-            kind: Kind::StatsSummary,
-            bytes: synthetic::stats_summary(110),
-        },
-    ];
+    let bodies = bodies();
     let mut guest = WasmGuest::load(&guest_path()).unwrap_or_else(|e| panic!("{e}"));
     let mut criterion = Criterion::default()
         .sample_size(20)
@@ -88,10 +47,6 @@ fn main() {
     for body in &bodies {
         let mut group = criterion.benchmark_group(body.name);
         group.throughput(Throughput::Bytes(body.bytes.len() as u64));
-        let mut cases = vec![("filter", FILTER_CONFIG, Some(TENANT))];
-        if body.kind == Kind::Exposition {
-            cases.insert(0, ("inject", INJECT_CONFIG, None));
-        }
 
         let mut out = Vec::with_capacity(body.bytes.len() * 2);
         group.bench_function(BenchmarkId::new("memcpy", "native"), |b| {
@@ -122,7 +77,7 @@ fn main() {
             })
         });
 
-        for (case, config, tenant) in cases {
+        for (case, config, tenant) in cases(body.kind) {
             let native = Native::new(config, &snapshot, tenant);
             native.rewrite(body.kind, &body.bytes, CHUNK, &mut out);
             assert!(

@@ -45,6 +45,66 @@ pub const FILTER_CONFIG: &str = r#"{"tenancy":{"tenant":{"header":"x-tenant"},"n
 /// The benchmarks' tenant, owning half of the synthetic namespaces.
 pub const TENANT: &str = "acme";
 
+/// Envoy hands the filter the body in slices of this order.
+pub const CHUNK: usize = 64 * 1024;
+
+/// A body the benchmarks rewrite.
+pub struct Body {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub bytes: Vec<u8>,
+}
+
+/// The bodies `make bench` times and `make bench-instructions` counts: the
+/// largest real capture and a synthetic 110-pod node.
+pub fn bodies() -> Vec<Body> {
+    vec![
+        Body {
+            name: "cadvisor capture 2.2MB",
+            kind: Kind::Exposition,
+            bytes: capture("cadvisor-k8s1.21-eks-docker-datadog.txt"),
+        },
+        Body {
+            name: "cadvisor 110 pods",
+            kind: Kind::Exposition,
+            bytes: synthetic::cadvisor(110),
+        },
+        Body {
+            name: "/pods 110 pods",
+            kind: Kind::PodList,
+            bytes: synthetic::pod_list(110),
+        },
+        Body {
+            name: "/stats/summary 110 pods",
+            kind: Kind::StatsSummary,
+            bytes: synthetic::stats_summary(110),
+        },
+    ]
+}
+
+/// The rewrites of a body of `kind` that are measured, as (case, filter config,
+/// tenant): label injection (Prometheus text only) and tenant filtering.
+pub fn cases(kind: Kind) -> Vec<(&'static str, &'static str, Option<&'static str>)> {
+    let filter = ("filter", FILTER_CONFIG, Some(TENANT));
+    if kind == Kind::Exposition {
+        vec![("inject", INJECT_CONFIG, None), filter]
+    } else {
+        vec![filter]
+    }
+}
+
+/// The release wasm guest `make bench` builds (`KUBELET_SCOPE_BENCH_GUEST`
+/// overrides it).
+pub fn guest_path() -> PathBuf {
+    std::env::var_os("KUBELET_SCOPE_BENCH_GUEST").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip1/release/kubelet_scope_bench_guest.wasm")
+        },
+        PathBuf::from,
+    )
+}
+
 /// The filter's rewriters called natively, as the CLI does.
 pub mod native {
     use std::rc::Rc;
