@@ -58,7 +58,7 @@ bench: setup-rust
 
 # The same bodies and cases, counted instead of timed: x86 instructions per byte
 # that wasmtime's code executes, under callgrind (Debian's valgrind, unpacked into
-# .cache/). They do not drift with the machine's neighbours, as MB/s do. ~10 min.
+# .cache/). They do not drift with the machine's neighbours, as MB/s do. ~14 min.
 VALGRIND := $(CACHE)/valgrind/usr/bin/valgrind
 .PHONY: bench-instructions
 bench-instructions: setup-rust $(VALGRIND)

@@ -10,7 +10,7 @@
 //! loops is compared here. Each case runs under callgrind once with one
 //! rewrite of the body and once with eleven: a tenth of the difference is one
 //! rewrite, without wasmtime compiling the module or the body being built.
-//! `make bench-instructions` builds the guest and fetches valgrind first.
+//! `make bench-instructions` builds the guest and fetches valgrind first (~14 min).
 
 use std::process::{Command, ExitCode};
 
