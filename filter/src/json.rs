@@ -399,23 +399,14 @@ impl JsonFilter {
                             break;
                         }
                         if c == b'\\' {
-                            match b.get(i + 1) {
-                                Some(&e) if simple_escape(e) => i += 2,
-                                Some(b'u') => match b.get(i + 2..i + 6).and_then(hex4_quick) {
-                                    Some(v) if !(0xD800..=0xDFFF).contains(&v) => i += 6,
-                                    _ => {
-                                        st = State::Escape;
-                                        i += 1;
-                                        continue 'run;
-                                    }
-                                },
-                                Some(_) => return Err(err("invalid escape in a string")),
-                                None => {
-                                    st = State::Escape;
-                                    i += 1;
-                                    continue 'run;
-                                }
-                            }
+                            // Anything but a whole, non-surrogate escape is the
+                            // states' (they pair surrogates and report bad escapes).
+                            let Some(len) = escape_len(b, i) else {
+                                st = State::Escape;
+                                i += 1;
+                                continue 'run;
+                            };
+                            i += len;
                         } else if c < 0x20 {
                             return Err(err("control character in a string"));
                         } else {
@@ -1697,20 +1688,12 @@ fn literal_end(b: &[u8], i: usize, c: u8) -> Option<usize> {
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
 /// Pretty-printed JSON has one space after each `:` and a line break plus
-/// indentation before each member, so those are tried first: the general loop
-/// costs dozens of instructions per call once compiled from wasm.
+/// indentation before each member, so those are tried first ([`next_token`]):
+/// the general loop costs dozens of instructions per call once compiled from wasm.
 #[inline(always)]
 fn skip_ws(b: &[u8], i: usize) -> usize {
-    match b.get(i) {
-        Some(&c) if c > b' ' => i,
-        Some(b' ') if b.get(i + 1).is_some_and(|&c| c > b' ') => i + 1,
-        Some(b'\n') => {
-            let j = skip_spaces(b, i + 1);
-            match b.get(j) {
-                Some(&c) if c > b' ' => j,
-                _ => skip_ws_run(b, j),
-            }
-        }
+    match next_token(b, i) {
+        (j, c) if c != 0 => j,
         _ => skip_ws_run(b, i),
     }
 }
