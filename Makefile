@@ -4,6 +4,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
 
+# .cache/ (the Kubernetes builds, Debian packages unpacked, demo files) is a link to
+# a folder outside the clone, so a fresh clone (CI's) reuses what an earlier one
+# built. Each entry is keyed by what it is built from (package versions in the
+# scripts that fill it). KUBELET_SCOPE_CACHE=$(CURDIR)/.cache-local keeps it private.
+KUBELET_SCOPE_CACHE ?= $(HOME)/.cache/kubelet-scope
+$(shell test -e .cache || { mkdir -p "$(KUBELET_SCOPE_CACHE)" && ln -sfn "$(KUBELET_SCOPE_CACHE)" .cache; })
 CACHE := $(CURDIR)/.cache
 export CARGO_TERM_COLOR ?= never
 WASM := target/wasm32-wasip1/release/kubelet_scope_filter.wasm

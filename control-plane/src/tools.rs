@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::rc::Rc;
 
 use clap::Args;
-use kubelet_scope_filter::body::BodyFilter;
-use kubelet_scope_filter::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::config::{Config, TenantSource};
-use kubelet_scope_filter::endpoint::{decide, Decision};
-use kubelet_scope_filter::labels;
+use kubelet_scope_filter::policy::endpoint::{decide, Decision};
+use kubelet_scope_filter::prometheus::labels;
+use kubelet_scope_filter::rewrite::BodyFilter;
+use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::snapshot::Snapshot;
 
 use crate::{EXIT_INVALID, EXIT_REFUSED};

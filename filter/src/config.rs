@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::labels;
+use crate::prometheus::labels;
 
 /// Default cap on what the JSON filter holds back at once (one `/pods` item or
 /// `/stats/summary` pod, which must be complete before its namespace is known):

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use kubelet_scope_filter::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::config::Config;
-use kubelet_scope_filter::exposition::Rewriter;
+use kubelet_scope_filter::prometheus::Rewriter;
+use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::snapshot::Snapshot;
 use regex_lite::Regex;
 

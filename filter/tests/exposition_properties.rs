@@ -8,9 +8,9 @@
 
 use std::rc::Rc;
 
-use kubelet_scope_filter::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::config::Config;
-use kubelet_scope_filter::exposition::Rewriter;
+use kubelet_scope_filter::prometheus::Rewriter;
+use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::snapshot::Snapshot;
 use proptest::prelude::*;
 

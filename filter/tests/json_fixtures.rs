@@ -11,7 +11,7 @@ mod json_support;
 use std::path::PathBuf;
 
 use json_support::*;
-use kubelet_scope_filter::endpoint::JsonEndpoint;
+use kubelet_scope_filter::policy::endpoint::JsonEndpoint;
 
 const MAX: usize = 32 << 20;
 
@@ -185,9 +185,11 @@ fn captures_over_the_element_cap_are_refused() {
 #[test]
 fn without_tenancy_captures_pass_unchanged() {
     let config = kubelet_scope_filter::config::Config::parse(b"{}").unwrap();
-    let catalog = kubelet_scope_filter::catalog::Catalog::new(&config, None);
-    let scope =
-        kubelet_scope_filter::catalog::RequestScope::new(std::rc::Rc::new(catalog), Some("acme"));
+    let catalog = kubelet_scope_filter::snapshot::catalog::Catalog::new(&config, None);
+    let scope = kubelet_scope_filter::snapshot::catalog::RequestScope::new(
+        std::rc::Rc::new(catalog),
+        Some("acme"),
+    );
     for (name, endpoint, body) in fixtures() {
         assert_eq!(
             run(endpoint, &scope, 16, &body, &[7]).unwrap(),

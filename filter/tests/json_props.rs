@@ -9,8 +9,8 @@
 mod json_support;
 
 use json_support::*;
-use kubelet_scope_filter::endpoint::JsonEndpoint;
 use kubelet_scope_filter::json::{JsonFilter, MAX_DEPTH};
+use kubelet_scope_filter::policy::endpoint::JsonEndpoint;
 use proptest::prelude::*;
 
 const MAX: usize = 1 << 20;
@@ -22,7 +22,7 @@ fn visible(ns: &str) -> bool {
     OWNED.contains(&ns)
 }
 
-fn scope() -> kubelet_scope_filter::catalog::RequestScope {
+fn scope() -> kubelet_scope_filter::snapshot::catalog::RequestScope {
     scope_owning("acme", OWNED)
 }
 

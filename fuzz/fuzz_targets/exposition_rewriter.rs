@@ -1,4 +1,4 @@
-//! Fuzzes the streaming Prometheus rewriter (`kubelet_scope_filter::exposition`).
+//! Fuzzes the streaming Prometheus rewriter (`kubelet_scope_filter::prometheus`).
 //!
 //! Run (only the stable toolchain is installed; `RUSTC_BOOTSTRAP=1` lets cargo-fuzz
 //! pass its nightly-only sanitizer flags):
@@ -23,9 +23,9 @@
 use std::rc::Rc;
 
 use kubelet_scope_filter::body::BodyError;
-use kubelet_scope_filter::catalog::{Catalog, RequestScope};
+use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::config::Config;
-use kubelet_scope_filter::exposition::Rewriter;
+use kubelet_scope_filter::prometheus::Rewriter;
 use kubelet_scope_filter::snapshot::Snapshot;
 use libfuzzer_sys::fuzz_target;
 

@@ -24,9 +24,9 @@
 
 use std::rc::Rc;
 
-use kubelet_scope_filter::catalog::{Catalog, RequestScope};
+use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::config::Config;
-use kubelet_scope_filter::endpoint::JsonEndpoint;
+use kubelet_scope_filter::policy::endpoint::JsonEndpoint;
 use kubelet_scope_filter::json::JsonFilter;
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;

@@ -7,10 +7,10 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use kubelet_scope_filter::body::BodyFilter;
-use kubelet_scope_filter::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::config::{Config, TenantSource};
-use kubelet_scope_filter::endpoint::{decide, Decision};
+use kubelet_scope_filter::policy::endpoint::{decide, Decision};
+use kubelet_scope_filter::rewrite::BodyFilter;
+use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::snapshot::Snapshot;
 
 use crate::{headers, Headers, Proxy, Result, Vm};

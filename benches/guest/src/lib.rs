@@ -9,10 +9,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use kubelet_scope_filter::body::BodyFilter;
-use kubelet_scope_filter::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::config::Config;
-use kubelet_scope_filter::endpoint::{BodyKind, JsonEndpoint};
+use kubelet_scope_filter::policy::endpoint::{BodyKind, JsonEndpoint};
+use kubelet_scope_filter::rewrite::BodyFilter;
+use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::snapshot::Snapshot;
 
 const CONFIG: usize = 0;

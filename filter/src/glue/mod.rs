@@ -1,7 +1,7 @@
 //! The proxy-wasm glue: turns Envoy's callbacks into calls of the pure modules.
 //!
 //! * [`root::Root`] (one per VM, i.e. per Envoy worker): configuration, the snapshot
-//!   cache (shared data → parsed [`crate::catalog::Catalog`], re-decoded only when the
+//!   cache (shared data → parsed [`crate::snapshot::catalog::Catalog`], re-decoded only when the
 //!   version key changes), the poll lease and the long poll itself.
 //! * [`stream::Stream`] (one per HTTP request): decision, request header edits,
 //!   response checks and the streaming body rewrite.

@@ -12,10 +12,10 @@ use proxy_wasm::types::{BufferType, ContextType, MapType, Status};
 use super::metrics::{inc, set};
 use super::state::{now_ms, one_line, shared, VmState};
 use super::stream::Stream;
-use crate::catalog::Catalog;
 use crate::config::{Config, TenantSource};
-use crate::fetch::{self, PollOutcome};
-use crate::lease::{self, LeaseStep};
+use crate::snapshot::catalog::Catalog;
+use crate::snapshot::fetch::{self, PollOutcome};
+use crate::snapshot::lease::{self, LeaseStep};
 
 pub fn new_root(context_id: u32) -> Box<dyn RootContext> {
     Box::new(Root {

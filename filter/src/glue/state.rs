@@ -11,9 +11,9 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::hostcalls;
 
 use super::metrics::{inc, set, Metrics};
-use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::fetch;
+use crate::snapshot::catalog::Catalog;
+use crate::snapshot::fetch;
 use crate::snapshot::Snapshot;
 
 /// A value from the VM-wide shared data.

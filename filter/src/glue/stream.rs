@@ -31,12 +31,15 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::metrics::{inc, Metrics};
 use super::state::{now_ms, VmState};
-use crate::body::{BodyError, BodyFilter};
-use crate::catalog::RequestScope;
+use crate::body::BodyError;
 use crate::config::TenantSource;
-use crate::endpoint::{decide, BodyKind, Decision};
-use crate::fetch::RETRY_AFTER_SECONDS;
-use crate::http::{check_response, is_success, tenant_header, upstream_accept, TenantHeader};
+use crate::policy::endpoint::{decide, BodyKind, Decision};
+use crate::policy::http::{
+    check_response, is_success, tenant_header, upstream_accept, TenantHeader,
+};
+use crate::rewrite::BodyFilter;
+use crate::snapshot::catalog::RequestScope;
+use crate::snapshot::fetch::RETRY_AFTER_SECONDS;
 
 pub struct Stream {
     vm: Rc<VmState>,
@@ -191,10 +194,12 @@ impl Stream {
         ) {
             if filtering {
                 inc(match why {
-                    crate::http::Unreadable::ContentEncoding(_) => {
+                    crate::policy::http::Unreadable::ContentEncoding(_) => {
                         self.metrics.refused_content_encoding
                     }
-                    crate::http::Unreadable::ContentType(_) => self.metrics.refused_content_type,
+                    crate::policy::http::Unreadable::ContentType(_) => {
+                        self.metrics.refused_content_type
+                    }
                 });
                 log::debug!("kubelet-scope: 502: {}", why.reason());
                 return self.refuse(502, &why.reason());

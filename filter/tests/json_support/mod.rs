@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use kubelet_scope_filter::body::BodyError;
-use kubelet_scope_filter::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::config::Config;
-use kubelet_scope_filter::endpoint::JsonEndpoint;
 use kubelet_scope_filter::json::JsonFilter;
+use kubelet_scope_filter::policy::endpoint::JsonEndpoint;
+use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use serde_json::Value;
 
 /// A tenant-mode scope in which `tenant` owns exactly `owned` (static namespaces).

@@ -6,8 +6,8 @@
 //! form (percent-encoding, `//`, `.` or `..` segments) is treated as unknown rather
 //! than guessed at, since the kubelet may resolve it differently than we would.
 
-use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::snapshot::catalog::Catalog;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {

@@ -46,9 +46,9 @@
 //! Without tenancy (`scope.filtering()` false) the body passes through unchanged.
 
 use crate::body::{BodyError, Counters};
-use crate::catalog::RequestScope;
-use crate::endpoint::JsonEndpoint;
+use crate::policy::endpoint::JsonEndpoint;
 use crate::scan::{non_space_in_16, skip_spaces, HI, LO};
+use crate::snapshot::catalog::RequestScope;
 
 /// Deepest nesting accepted. The kubelet's bodies nest about 15 deep (managed
 /// fields of a pod); `serde_json`, which agents often parse with, stops at 128.
@@ -1814,8 +1814,8 @@ fn hex4(raw: &[u8], at: usize) -> Result<u32, BodyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
     use crate::config::Config;
+    use crate::snapshot::catalog::Catalog;
     use crate::snapshot::Snapshot;
     use std::rc::Rc;
 

@@ -5,7 +5,7 @@
 //! `If-None-Match: "<version>"`: `200` with the snapshot (and `ETag: "<version>"`)
 //! as soon as the version differs, or `304` when nothing changed within `N` seconds.
 //!
-//! The fetching VM (see [`crate::lease`]) writes what it got into proxy-wasm shared
+//! The fetching VM (see [`crate::snapshot::lease`]) writes what it got into proxy-wasm shared
 //! data under the keys below; every VM of the Envoy reads [`VERSION_KEY`] (a few
 //! bytes) on each tick and decodes [`SNAPSHOT_KEY`] only when that changed.
 

@@ -2,7 +2,7 @@
 //! can be rewritten, and how the tenant header is read. Pure functions over header
 //! values, used by the proxy-wasm glue.
 
-use crate::endpoint::BodyKind;
+use crate::policy::endpoint::BodyKind;
 
 /// `Accept` sent to the kubelet for a rewritten endpoint. Metrics are asked for as
 /// OpenMetrics only when the client asked for OpenMetrics, else as Prometheus text
@@ -135,7 +135,7 @@ pub fn tenant_header<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::JsonEndpoint;
+    use crate::policy::endpoint::JsonEndpoint;
 
     #[test]
     fn accept_is_text_unless_openmetrics_was_asked_for() {

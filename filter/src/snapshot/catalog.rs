@@ -13,7 +13,7 @@ use std::rc::Rc;
 type Hasher = foldhash::fast::RandomState;
 
 use crate::config::{Config, EmptyNamespaceSeries, NonNamespacedSeries, OnConflict};
-use crate::labels::escape_value_into;
+use crate::prometheus::labels::escape_value_into;
 use crate::snapshot::Snapshot;
 
 /// One label to inject, rendered once.

@@ -16,14 +16,16 @@
 //! and `{`, `}` or `,` inside values never confuse it. Everything after the label set (value, timestamp, OpenMetrics
 //! exemplar `# {…} v`) is copied untouched.
 
+pub mod labels;
+
 use std::ops::Range;
 
 use memchr::{memchr3, memchr_iter};
 
 use crate::body::{BodyError, Counters};
-use crate::catalog::{EntryId, NamespaceEntry, RequestScope, Visibility};
 use crate::config::OnConflict;
 use crate::scan::{find_quote_or_backslash, same_bytes, skip_label_name, skip_sample_bytes};
+use crate::snapshot::catalog::{EntryId, NamespaceEntry, RequestScope, Visibility};
 
 /// Longest line accepted. A longer one fails closed in tenant mode; in
 /// injection-only mode the rest of the body passes through unchanged.
@@ -604,7 +606,7 @@ struct Item {
 /// each; returns the offset of the closing `}`.
 ///
 /// Grammar (Prometheus text 0.0.4, OpenMetrics 1.0, and the quoted names of the
-/// UTF-8 extension): `{` [ item { `,` item } [ `,` ] ] `}` with optional blanks
+/// UTF-8 extension): `{ [ item { , item } [ , ] ] }` (EBNF) with optional blanks
 /// around tokens, where item is `name = "value"` and name is either bare
 /// `[a-zA-Z0-9_:]+` or a quoted string; the first item may be a lone quoted metric
 /// name.
@@ -848,8 +850,8 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::catalog::Catalog;
     use crate::config::Config;
+    use crate::snapshot::catalog::Catalog;
     use crate::snapshot::Snapshot;
 
     const SNAPSHOT: &str = r#"{"version":"1","generatedAt":"t","namespaces":{
