@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use clap::Args;
 use kubelet_scope_filter::config::{Config, TenantSource};
-use kubelet_scope_filter::policy::endpoint::{decide, Decision};
+use kubelet_scope_filter::policy::decide::{decide, resolve_tenant, Decision, Request};
 use kubelet_scope_filter::prometheus::labels;
 use kubelet_scope_filter::rewrite::BodyFilter;
 use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
@@ -27,8 +27,8 @@ pub struct RewriteArgs {
     /// The kubelet request path the body answers, e.g. /metrics/cadvisor.
     #[arg(long)]
     path: String,
-    /// The tenant the request resolves to (the header's value when the
-    /// configuration takes the tenant from a header).
+    /// The tenant header's value: the tenant, or with `namespaceOf` the caller's
+    /// namespace (resolved through the snapshot). A static tenant needs none.
     #[arg(long)]
     tenant: Option<String>,
     /// Feed the body to the filter in chunks of this many bytes, as Envoy would.
@@ -81,23 +81,24 @@ fn rewrite_body(args: &RewriteArgs) -> Result<Vec<u8>, Failure> {
         }
         None => None,
     };
-    let tenant = match config.tenancy.as_ref().map(|t| &t.tenant) {
-        Some(TenantSource::Static(fixed)) => match &args.tenant {
-            Some(given) if given != fixed => {
-                return Err(Failure::Invalid(format!(
-                    "--tenant {given:?} does not match the configuration's static tenant {fixed:?}"
-                )))
-            }
-            _ => Some(fixed.clone()),
-        },
-        Some(TenantSource::Header(_)) => args.tenant.clone(),
-        None => None,
-    };
+    if let Some(TenantSource::Static(fixed)) = config.tenancy.as_ref().map(|t| &t.tenant) {
+        if let Some(given) = args.tenant.as_ref().filter(|given| *given != fixed) {
+            return Err(Failure::Invalid(format!(
+                "--tenant {given:?} does not match the configuration's static tenant {fixed:?}"
+            )));
+        }
+    }
     let catalog = Rc::new(Catalog::new(&config, snapshot.as_ref()));
+    let tenant = resolve_tenant(&config, Some(&catalog), args.tenant.as_deref());
 
     let mut body = std::io::stdin().lock();
     let mut out = Vec::new();
-    let kind = match decide(&config, Some(&catalog), &args.path, tenant.as_deref()) {
+    let request = Request {
+        method: "GET",
+        path: &args.path,
+        tenant: tenant.as_deref(),
+    };
+    let kind = match decide(&config, Some(&catalog), &request) {
         Decision::Deny { status, reason } => {
             return Err(Failure::Refused(format!("{status} {reason}")))
         }

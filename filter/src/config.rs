@@ -31,6 +31,37 @@ pub struct Config {
     pub snapshot: Option<SnapshotSource>,
     #[serde(default = "default_max_json_body_bytes")]
     pub max_json_body_bytes: usize,
+    /// Neither injection nor tenancy, on purpose: read endpoints pass unchanged.
+    /// Without it a configuration with neither is refused, so that a lost or
+    /// misspelt `pluginConfig` fails closed instead of forwarding the node's
+    /// credentials for every path.
+    #[serde(default)]
+    pub pass_through: bool,
+    /// Without tenancy, the path classes beyond the read endpoints that may reach
+    /// the kubelet (each one is `nodes/proxy` with the node's credentials). Tenancy
+    /// has its own switches (`allowPodScopedPaths`, `allowInteractivePaths`).
+    #[serde(default)]
+    pub allow_paths: Vec<PathClass>,
+}
+
+/// Kubelet paths beyond the read endpoints (metrics, `/stats/summary`, `/pods`,
+/// `/healthz`), by what they give whoever reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathClass {
+    /// `/containerLogs/{ns}/{pod}/{container}`: any container's logs.
+    ContainerLogs,
+    /// `/stats/{ns}/{pod}/{uid}/{container}` (kubelet ≤ 1.20 with cAdvisor JSON
+    /// endpoints on), `/stats/`, `/stats/container`, `/spec/`.
+    CadvisorJson,
+    /// `/exec`, `/attach`, `/run`, `/portForward`: a shell or tunnel into any pod.
+    Exec,
+    /// `/logs/`: the node's log files.
+    NodeLogs,
+    /// `/configz`, `/debug/…` (pprof, log level), `/flagz`, `/statusz`.
+    Debug,
+    /// `/checkpoint/{ns}/{pod}/{container}`: writes a container's memory to disk.
+    Checkpoint,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -77,16 +108,45 @@ pub struct TenancyConfig {
     /// the tenant's pods through the node's credentials, so they need their own opt-in.
     #[serde(default)]
     pub allow_interactive_paths: bool,
+    /// Status of a denied path: 404 (as a kubelet answers a path it does not
+    /// serve, what agents that probe optional endpoints expect) or 403.
+    #[serde(default = "default_denied_status")]
+    pub denied_status: u16,
 }
 
 /// Where the tenant of a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub enum TenantSource {
-    /// A request header set by a trusted Envoy filter (e.g. `jwt_authn`).
+    /// A request header set by a trusted Envoy filter (e.g. `jwt_authn`) names the
+    /// tenant.
     Header(String),
     /// Fixed for the listener.
     Static(String),
+    /// A request header set by a trusted Envoy filter names the caller's
+    /// *namespace* (a ServiceAccount token's `kubernetes.io.namespace` claim); the
+    /// tenant is that namespace's `namespaceLabel` value in the snapshot. A name
+    /// alone proves nothing (anyone allowed to create namespaces can pick it), so
+    /// an unknown or unlabelled namespace has no tenant.
+    NamespaceOf(HeaderName),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderName {
+    pub header: String,
+}
+
+impl TenantSource {
+    /// The request header the tenant (or the caller's namespace) is read from.
+    pub fn header(&self) -> Option<&str> {
+        match self {
+            TenantSource::Header(h) | TenantSource::NamespaceOf(HeaderName { header: h }) => {
+                Some(h)
+            }
+            TenantSource::Static(_) => None,
+        }
+    }
 }
 
 /// Series without a `namespace` label (node, machine and kubelet-internal series).
@@ -128,6 +188,9 @@ pub struct SnapshotSource {
 fn default_max_json_body_bytes() -> usize {
     DEFAULT_MAX_JSON_BODY_BYTES
 }
+fn default_denied_status() -> u16 {
+    404
+}
 fn default_snapshot_path() -> String {
     "/v1/snapshot".to_owned()
 }
@@ -155,8 +218,10 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    /// Parses and validates a configuration. An empty input is the empty config
-    /// (neither feature on), as Envoy passes an empty string when none is given.
+    /// Parses and validates a configuration. An empty input is the empty config,
+    /// which is refused like `{}`: a filter with neither feature on must say so
+    /// (`passThrough`), or Envoy would forward every path with the node's
+    /// credentials because a configuration went missing.
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
         let json: &[u8] = if json.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -182,59 +247,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_mode()?;
         if let Some(inject) = &self.inject {
-            if inject.labels.is_empty() {
-                return Err(invalid("inject.labels: at least one label is required"));
-            }
-            let mut seen = BTreeMap::new();
-            for (key, name) in &inject.labels {
-                if key.is_empty() {
-                    return Err(invalid("inject.labels: empty namespace label key"));
-                }
-                if let Err(why) = labels::check_injectable_name(name) {
-                    let hint = labels::sanitize_name(key);
-                    return Err(invalid(format!(
-                        "inject.labels.{key}: {name:?} {why} (a valid name for this key would be {hint:?})"
-                    )));
-                }
-                if let Some(other) = seen.insert(name.as_str(), key.as_str()) {
-                    return Err(invalid(format!(
-                        "inject.labels: {other:?} and {key:?} both map to label {name:?}"
-                    )));
-                }
-            }
+            validate_inject(inject)?;
         }
         if let Some(tenancy) = &self.tenancy {
-            let tenant = match &tenancy.tenant {
-                TenantSource::Header(h) => h,
-                TenantSource::Static(t) => t,
-            };
-            if tenant.is_empty() {
-                return Err(invalid("tenancy.tenant: must not be empty"));
-            }
-            if let TenantSource::Header(h) = &tenancy.tenant {
-                if !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    return Err(invalid(format!(
-                        "tenancy.tenant.header: {h:?} is not a valid header name"
-                    )));
-                }
-            }
-            if tenancy.namespace_label.as_deref() == Some("") {
-                return Err(invalid("tenancy.namespaceLabel: must not be empty"));
-            }
-            if tenancy.namespace_label.is_none() && tenancy.static_namespaces.is_empty() {
-                return Err(invalid(
-                    "tenancy: needs namespaceLabel or staticNamespaces to know which namespaces a tenant owns",
-                ));
-            }
-            if tenancy.allow_interactive_paths && !tenancy.allow_pod_scoped_paths {
-                return Err(invalid(
-                    "tenancy.allowInteractivePaths: requires allowPodScopedPaths",
-                ));
-            }
+            validate_tenancy(tenancy)?;
         }
         if self.needs_snapshot() {
             let Some(source) = &self.snapshot else {
@@ -242,27 +260,28 @@ impl Config {
                     "snapshot: required because inject or tenancy.namespaceLabel reads namespace labels",
                 ));
             };
-            if source.cluster.is_empty() {
-                return Err(invalid("snapshot.cluster: must not be empty"));
-            }
-            if !source.path.starts_with('/') {
-                return Err(invalid("snapshot.path: must start with '/'"));
-            }
-            if source.poll_timeout_ms == 0 || source.poll_timeout_ms > 60_000 {
-                return Err(invalid("snapshot.pollTimeoutMs: must be 1..=60000"));
-            }
-            // A healthy long poll confirms the snapshot only when it returns, so a
-            // limit shorter than one poll would fail tenants closed while all is well.
-            if source.max_staleness_seconds.saturating_mul(1000) <= source.poll_timeout_ms {
-                return Err(invalid(
-                    "snapshot.maxStalenessSeconds: must be longer than pollTimeoutMs",
-                ));
-            }
+            validate_snapshot(source)?;
         }
         if self.max_json_body_bytes == 0 {
             return Err(invalid("maxJsonBodyBytes: must be positive"));
         }
         Ok(())
+    }
+
+    /// Exactly one way of working must be chosen, on purpose.
+    fn validate_mode(&self) -> Result<(), ConfigError> {
+        match (&self.inject, &self.tenancy, self.pass_through) {
+            (None, None, false) => Err(invalid(
+                "needs inject or tenancy (or passThrough: true for neither); refusing to forward the node's credentials unconfigured",
+            )),
+            (Some(_), _, true) | (_, Some(_), true) => Err(invalid(
+                "passThrough: only without inject and tenancy",
+            )),
+            (_, Some(_), false) if !self.allow_paths.is_empty() => Err(invalid(
+                "allowPaths: not with tenancy (use tenancy.allowPodScopedPaths and allowInteractivePaths)",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// True when some feature reads namespace labels, i.e. the filter must have a
@@ -276,6 +295,92 @@ impl Config {
     }
 }
 
+fn validate_inject(inject: &InjectConfig) -> Result<(), ConfigError> {
+    if inject.labels.is_empty() {
+        return Err(invalid("inject.labels: at least one label is required"));
+    }
+    let mut seen = BTreeMap::new();
+    for (key, name) in &inject.labels {
+        if key.is_empty() {
+            return Err(invalid("inject.labels: empty namespace label key"));
+        }
+        if let Err(why) = labels::check_injectable_name(name) {
+            let hint = labels::sanitize_name(key);
+            return Err(invalid(format!(
+                "inject.labels.{key}: {name:?} {why} (a valid name for this key would be {hint:?})"
+            )));
+        }
+        if let Some(other) = seen.insert(name.as_str(), key.as_str()) {
+            return Err(invalid(format!(
+                "inject.labels: {other:?} and {key:?} both map to label {name:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_tenancy(tenancy: &TenancyConfig) -> Result<(), ConfigError> {
+    let tenant = match &tenancy.tenant {
+        TenantSource::Static(t) => t,
+        source => source.header().unwrap_or_default(),
+    };
+    if tenant.is_empty() {
+        return Err(invalid("tenancy.tenant: must not be empty"));
+    }
+    if let Some(h) = tenancy.tenant.header() {
+        if !h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(format!(
+                "tenancy.tenant: {h:?} is not a valid header name"
+            )));
+        }
+    }
+    if matches!(tenancy.tenant, TenantSource::NamespaceOf(_)) && tenancy.namespace_label.is_none() {
+        return Err(invalid(
+            "tenancy.tenant.namespaceOf: requires namespaceLabel (the label that names a namespace's tenant)",
+        ));
+    }
+    if !matches!(tenancy.denied_status, 403 | 404) {
+        return Err(invalid("tenancy.deniedStatus: must be 404 or 403"));
+    }
+    if tenancy.namespace_label.as_deref() == Some("") {
+        return Err(invalid("tenancy.namespaceLabel: must not be empty"));
+    }
+    if tenancy.namespace_label.is_none() && tenancy.static_namespaces.is_empty() {
+        return Err(invalid(
+            "tenancy: needs namespaceLabel or staticNamespaces to know which namespaces a tenant owns",
+        ));
+    }
+    if tenancy.allow_interactive_paths && !tenancy.allow_pod_scoped_paths {
+        return Err(invalid(
+            "tenancy.allowInteractivePaths: requires allowPodScopedPaths",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_snapshot(source: &SnapshotSource) -> Result<(), ConfigError> {
+    if source.cluster.is_empty() {
+        return Err(invalid("snapshot.cluster: must not be empty"));
+    }
+    if !source.path.starts_with('/') {
+        return Err(invalid("snapshot.path: must start with '/'"));
+    }
+    if source.poll_timeout_ms == 0 || source.poll_timeout_ms > 60_000 {
+        return Err(invalid("snapshot.pollTimeoutMs: must be 1..=60000"));
+    }
+    // A healthy long poll confirms the snapshot only when it returns, so a
+    // limit shorter than one poll would fail tenants closed while all is well.
+    if source.max_staleness_seconds.saturating_mul(1000) <= source.poll_timeout_ms {
+        return Err(invalid(
+            "snapshot.maxStalenessSeconds: must be longer than pollTimeoutMs",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,11 +392,69 @@ mod tests {
     const SNAPSHOT: &str = r#""snapshot": {"cluster": "cp"}"#;
 
     #[test]
-    fn empty_config_turns_everything_off() {
-        let c = Config::parse(b"").unwrap();
-        assert_eq!(c, Config::parse(b"{}").unwrap());
-        assert!(c.inject.is_none() && c.tenancy.is_none());
+    fn a_config_without_a_mode_is_refused() {
+        for empty in ["", " \n", "{}"] {
+            let e = err(empty);
+            assert!(e.contains("needs inject or tenancy"), "{empty:?}: {e}");
+        }
+        let c = Config::parse(br#"{"passThrough": true}"#).unwrap();
+        assert!(c.inject.is_none() && c.tenancy.is_none() && c.pass_through);
         assert_eq!(c.max_json_body_bytes, DEFAULT_MAX_JSON_BODY_BYTES);
+        let e = err(&format!(
+            r#"{{"passThrough": true, "inject": {{"labels": {{"team": "team"}}}}, {SNAPSHOT}}}"#
+        ));
+        assert!(e.contains("passThrough"), "{e}");
+        let e = err(
+            r#"{"allowPaths": ["exec"], "tenancy": {"tenant": {"static": "a"}, "staticNamespaces": {"a": []}}}"#,
+        );
+        assert!(e.contains("allowPaths"), "{e}");
+        let c =
+            Config::parse(br#"{"passThrough": true, "allowPaths": ["containerLogs", "debug"]}"#)
+                .unwrap();
+        assert_eq!(c.allow_paths, [PathClass::ContainerLogs, PathClass::Debug]);
+        assert!(err(r#"{"passThrough": true, "allowPaths": ["shell"]}"#).contains("allowPaths"));
+    }
+
+    #[test]
+    fn tenant_from_the_callers_namespace_needs_the_tenant_label() {
+        let c = Config::parse(
+            format!(
+                r#"{{"tenancy": {{"tenant": {{"namespaceOf": {{"header": "x-ns"}}}}, "namespaceLabel": "tenant"}}, {SNAPSHOT}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let tenant = &c.tenancy.unwrap().tenant;
+        assert_eq!(tenant.header(), Some("x-ns"));
+        assert!(matches!(tenant, TenantSource::NamespaceOf(_)));
+        let e = err(
+            r#"{"tenancy": {"tenant": {"namespaceOf": {"header": "x-ns"}}, "staticNamespaces": {"a": ["b"]}}}"#,
+        );
+        assert!(
+            e.contains("namespaceOf") && e.contains("namespaceLabel"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"tenancy": {"tenant": {"namespaceOf": {"header": "bad header"}}, "namespaceLabel": "t"}, "snapshot": {"cluster": "cp"}}"#,
+        );
+        assert!(e.contains("header"), "{e}");
+    }
+
+    #[test]
+    fn denied_status_is_404_or_403() {
+        let with = |status: &str| {
+            format!(
+                r#"{{"tenancy": {{"tenant": {{"static": "a"}}, "staticNamespaces": {{"a": []}}{status}}}}}"#
+            )
+        };
+        let c = Config::parse(with("").as_bytes()).unwrap();
+        assert_eq!(c.tenancy.unwrap().denied_status, 404);
+        let c = Config::parse(with(r#", "deniedStatus": 403"#).as_bytes()).unwrap();
+        assert_eq!(c.tenancy.unwrap().denied_status, 403);
+        for bad in ["200", "500", "401"] {
+            let e = err(&with(&format!(r#", "deniedStatus": {bad}"#)));
+            assert!(e.contains("tenancy.deniedStatus"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -398,6 +561,6 @@ mod tests {
     fn malformed_json_is_an_error_not_a_default() {
         assert!(Config::parse(b"{").is_err());
         assert!(Config::parse(b"[]").is_err());
-        assert!(err(r#"{"maxJsonBodyBytes": 0}"#).contains("maxJsonBodyBytes"));
+        assert!(err(r#"{"passThrough": true, "maxJsonBodyBytes": 0}"#).contains("maxJsonBodyBytes"));
     }
 }

@@ -10,8 +10,16 @@ pub const REQUESTS_PASSED: &str = "kubelet_scope_requests_passed_total";
 pub const REQUESTS_DENIED: &str = "kubelet_scope_requests_denied_total";
 
 /// Counters: refusals by reason (each also counts as denied or as a reset stream).
-/// 403: path not available to tenants, no or unknown tenant, namespace not owned.
+/// A denied path (404, or `tenancy.deniedStatus`): not a kubelet path, not
+/// available to tenants or not in `allowPaths`, no or unknown tenant, namespace
+/// not owned.
 pub const REFUSED_FORBIDDEN: &str = "kubelet_scope_refused_forbidden_total";
+/// 405: a method other than GET or HEAD on a read endpoint.
+pub const REFUSED_METHOD: &str = "kubelet_scope_refused_method_total";
+/// Tenant mode: a non-2xx kubelet answer on a rewritten path, whose body was
+/// replaced with the plain status text (kubelet error bodies can name other
+/// tenants' pods); a redirect to a path the tenant may not use counts here too.
+pub const ERROR_BODY_REPLACED: &str = "kubelet_scope_error_body_replaced_total";
 /// 503: no snapshot yet, or one older than `maxStalenessSeconds`.
 pub const REFUSED_UNAVAILABLE: &str = "kubelet_scope_refused_unavailable_total";
 /// 502: the kubelet answered with a `Content-Encoding` other than identity.
@@ -54,6 +62,8 @@ pub const COUNTERS: &[&str] = &[
     REQUESTS_PASSED,
     REQUESTS_DENIED,
     REFUSED_FORBIDDEN,
+    REFUSED_METHOD,
+    ERROR_BODY_REPLACED,
     REFUSED_UNAVAILABLE,
     REFUSED_CONTENT_ENCODING,
     REFUSED_CONTENT_TYPE,

@@ -184,7 +184,7 @@ fn captures_over_the_element_cap_are_refused() {
 
 #[test]
 fn without_tenancy_captures_pass_unchanged() {
-    let config = kubelet_scope_filter::config::Config::parse(b"{}").unwrap();
+    let config = kubelet_scope_filter::config::Config::parse(br#"{"passThrough": true}"#).unwrap();
     let catalog = kubelet_scope_filter::snapshot::catalog::Catalog::new(&config, None);
     let scope = kubelet_scope_filter::snapshot::catalog::RequestScope::new(
         std::rc::Rc::new(catalog),

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use kubelet_scope_filter::config::{Config, TenantSource};
-use kubelet_scope_filter::policy::endpoint::{decide, Decision};
+use kubelet_scope_filter::config::Config;
+use kubelet_scope_filter::policy::decide::{decide, resolve_tenant, Decision, Request};
 use kubelet_scope_filter::rewrite::BodyFilter;
 use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::snapshot::Snapshot;
@@ -172,14 +172,15 @@ pub fn native(
         Some(s) => Some(s?),
         None => None,
     };
-    let tenant = match config.tenancy.as_ref().map(|t| &t.tenant) {
-        Some(TenantSource::Static(t)) => Some(t.clone()),
-        Some(TenantSource::Header(_)) => tenant.map(str::to_owned),
-        None => None,
-    };
     let catalog = Rc::new(Catalog::new(&config, snapshot.as_ref()));
     let have = !config.needs_snapshot() || snapshot.is_some();
-    let decision = decide(&config, have.then_some(&*catalog), path, tenant.as_deref());
+    let tenant = resolve_tenant(&config, have.then_some(&*catalog), tenant);
+    let request = Request {
+        method: "GET",
+        path,
+        tenant: tenant.as_deref(),
+    };
+    let decision = decide(&config, have.then_some(&*catalog), &request);
     let kind = match decision {
         Decision::Rewrite(kind) => kind,
         Decision::PassThrough => return Ok(body.to_vec()),

@@ -323,7 +323,11 @@ fn describe(config: &Config) -> String {
         Some(t) => match &t.tenant {
             TenantSource::Header(h) => format!("tenant from header {h:?}"),
             TenantSource::Static(s) => format!("static tenant {s:?}"),
+            TenantSource::NamespaceOf(n) => {
+                format!("tenant of the namespace in header {:?}", n.header)
+            }
         },
+        None if config.pass_through => "pass-through".to_owned(),
         None => "no tenancy".to_owned(),
     };
     let snapshot = match (&config.snapshot, config.needs_snapshot()) {

@@ -32,14 +32,16 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::metrics::{inc, Metrics};
 use super::state::{now_ms, VmState};
 use crate::body::BodyError;
-use crate::config::TenantSource;
-use crate::policy::endpoint::{decide, BodyKind, Decision};
+use crate::config::Config;
+use crate::policy::answer::answer;
+use crate::policy::decide::{decide, resolve_tenant, Decision, Request};
+use crate::policy::endpoint::{classify, BodyKind};
 use crate::policy::http::{
-    check_response, is_success, tenant_header, upstream_accept, TenantHeader,
+    check_response, redirect_path, tenant_header, upstream_accept, upstream_status, TenantHeader,
+    Upstream,
 };
 use crate::rewrite::BodyFilter;
 use crate::snapshot::catalog::RequestScope;
-use crate::snapshot::fetch::RETRY_AFTER_SECONDS;
 
 pub struct Stream {
     vm: Rc<VmState>,
@@ -51,11 +53,23 @@ pub struct Stream {
     out: Vec<u8>,
 }
 
+/// What a rewritten request still needs when its response comes: enough to
+/// decide a redirect's target as the request itself was decided.
+struct Pending {
+    config: Rc<Config>,
+    method: String,
+    tenant: Option<String>,
+}
+
 enum Phase {
     /// Nothing (more) to do with this stream.
     Pass,
     /// The request is to be rewritten; waiting for the response headers.
-    Rewrite { kind: BodyKind, scope: RequestScope },
+    Rewrite {
+        kind: BodyKind,
+        scope: RequestScope,
+        pending: Pending,
+    },
     /// Rewriting the response body.
     Streaming { kind: BodyKind, filtering: bool },
     /// The body was refused after the headers went out; the stream was reset.
@@ -74,14 +88,12 @@ impl Stream {
         }
     }
 
-    fn refuse(&mut self, status: u32, reason: &str) -> Action {
-        let mut headers = vec![("content-type", "text/plain; charset=utf-8")];
-        let retry_after = RETRY_AFTER_SECONDS.to_string();
-        if status == 503 {
-            headers.push(("retry-after", retry_after.as_str()));
-        }
-        let body = format!("{reason}\n");
-        let _ = hostcalls::send_http_response(status, headers, Some(body.as_bytes()));
+    /// Answers locally, as a kubelet would shape the answer ([`answer`]).
+    fn refuse(&mut self, status: u16, reason: &str) -> Action {
+        let a = answer(status, reason);
+        let headers: Vec<(&str, &str)> = a.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let _ =
+            hostcalls::send_http_response(u32::from(a.status), headers, Some(a.body.as_bytes()));
         self.phase = Phase::Pass;
         self.filter = None;
         Action::Pause
@@ -92,52 +104,46 @@ impl Stream {
             return self.refuse(503, "kubelet-scope: the filter is not configured");
         };
         let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        let path = headers
-            .iter()
-            .find(|(n, _)| n == ":path")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .unwrap_or("")
-            .to_owned();
-        let tenant = match config.tenancy.as_ref().map(|t| &t.tenant) {
-            Some(TenantSource::Static(t)) => Some(t.clone()),
-            Some(TenantSource::Header(name)) => {
-                let found = tenant_header(
-                    name,
-                    headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-                );
-                // Never forward the tenant header to the kubelet.
-                if found != TenantHeader::Missing {
-                    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
-                }
-                match found {
-                    TenantHeader::One(t) => Some(t),
-                    TenantHeader::Ambiguous => {
-                        log::debug!("kubelet-scope: tenant header {name:?} sent more than once");
-                        None
-                    }
-                    TenantHeader::Missing | TenantHeader::Invalid => None,
-                }
-            }
-            None => None,
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
         };
+        let path = header(":path").unwrap_or("").to_owned();
+        let method = header(":method").unwrap_or("").to_owned();
+        let caller = self.take_caller(&config, &headers);
         if config.needs_snapshot() {
             self.vm.sync_from_shared(&config);
         }
         let catalog = self.vm.catalog_for_request(&config, now_ms());
-        match decide(&config, catalog.as_deref(), &path, tenant.as_deref()) {
+        let tenant = resolve_tenant(&config, catalog.as_deref(), caller.as_deref());
+        let request = Request {
+            method: &method,
+            path: &path,
+            tenant: tenant.as_deref(),
+        };
+        let decision = decide(&config, catalog.as_deref(), &request);
+        if !matches!(decision, Decision::Deny { .. }) && classify(&path).is_read() {
+            // A range of a filtered body would be a range of the kubelet's.
+            for name in ["range", "if-range"] {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+            }
+        }
+        match decision {
             Decision::Deny { status, reason } => {
                 inc(self.metrics.requests_denied);
-                inc(if status == 503 {
-                    self.metrics.refused_unavailable
-                } else {
-                    self.metrics.refused_forbidden
+                inc(match status {
+                    503 => self.metrics.refused_unavailable,
+                    405 => self.metrics.refused_method,
+                    _ => self.metrics.refused_forbidden,
                 });
                 log::debug!(
-                    "kubelet-scope: {status} for {:?} (tenant {:?}): {reason}",
+                    "kubelet-scope: {status} for {method} {:?} (tenant {:?}): {reason}",
                     truncate(&path),
                     tenant.as_deref().unwrap_or("-")
                 );
-                self.refuse(u32::from(status), &reason)
+                self.refuse(status, &reason)
             }
             Decision::PassThrough => {
                 inc(self.metrics.requests_passed);
@@ -149,11 +155,7 @@ impl Stream {
                     return self.refuse(503, "kubelet-scope: namespace snapshot not available");
                 };
                 inc(self.metrics.requests_rewritten);
-                let accept = headers
-                    .iter()
-                    .find(|(n, _)| n == "accept")
-                    .map(|(_, v)| v.as_slice());
-                let accept = upstream_accept(kind, accept);
+                let accept = upstream_accept(kind, header("accept").map(str::as_bytes));
                 let _ = hostcalls::set_map_value(
                     MapType::HttpRequestHeaders,
                     "accept-encoding",
@@ -164,15 +166,89 @@ impl Stream {
                 self.phase = Phase::Rewrite {
                     kind,
                     scope: RequestScope::new(catalog, tenant.as_deref()),
+                    pending: Pending {
+                        config,
+                        method,
+                        tenant,
+                    },
                 };
                 Action::Continue
             }
         }
     }
 
+    /// The tenant header's value (the tenant, or the caller's namespace), removed
+    /// from the request: it is never forwarded to the kubelet.
+    fn take_caller(&self, config: &Config, headers: &[(String, Vec<u8>)]) -> Option<String> {
+        let name = config.tenancy.as_ref()?.tenant.header()?;
+        let found = tenant_header(
+            name,
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        );
+        if found != TenantHeader::Missing {
+            let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+        }
+        match found {
+            TenantHeader::One(t) => Some(t),
+            TenantHeader::Ambiguous => {
+                log::debug!("kubelet-scope: tenant header {name:?} sent more than once");
+                None
+            }
+            TenantHeader::Missing | TenantHeader::Invalid => None,
+        }
+    }
+
+    /// A non-2xx answer of the kubelet on a rewritten path. Injection mode passes
+    /// it. Tenant mode passes a redirect only to a path the tenant may use, and
+    /// replaces every other body (kubelet error bodies can list other tenants'
+    /// series or container IDs) with the plain status text, status kept.
+    fn non_success(&mut self, status: Upstream, filtering: bool, next: &Pending) -> Action {
+        if !filtering {
+            return Action::Continue;
+        }
+        let header = |name: &str| {
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+        };
+        let code = match status {
+            Upstream::Success => return Action::Continue,
+            Upstream::Redirect => {
+                let location = header("location");
+                let allowed = redirect_path(location.as_deref()).is_some_and(|path| {
+                    let catalog = self.vm.catalog_for_request(&next.config, now_ms());
+                    let request = Request {
+                        method: &next.method,
+                        path,
+                        tenant: next.tenant.as_deref(),
+                    };
+                    !matches!(
+                        decide(&next.config, catalog.as_deref(), &request),
+                        Decision::Deny { .. }
+                    )
+                });
+                if allowed {
+                    return Action::Continue;
+                }
+                next.config
+                    .tenancy
+                    .as_ref()
+                    .map_or(404, |t| t.denied_status)
+            }
+            Upstream::Error(code) => code,
+        };
+        inc(self.metrics.error_body_replaced);
+        log::debug!("kubelet-scope: the kubelet answered {status:?}; body replaced");
+        self.refuse(code, "kubelet-scope: the kubelet's answer is withheld")
+    }
+
     fn response_headers(&mut self, end_of_stream: bool) -> Action {
-        let (kind, scope) = match std::mem::replace(&mut self.phase, Phase::Pass) {
-            Phase::Rewrite { kind, scope } => (kind, scope),
+        let (kind, scope, pending) = match std::mem::replace(&mut self.phase, Phase::Pass) {
+            Phase::Rewrite {
+                kind,
+                scope,
+                pending,
+            } => (kind, scope, pending),
             other => {
                 self.phase = other;
                 return Action::Continue;
@@ -183,10 +259,11 @@ impl Stream {
                 .ok()
                 .flatten()
         };
-        if !is_success(header(":status").as_deref()) {
-            return Action::Continue;
-        }
         let filtering = scope.filtering();
+        let status = upstream_status(header(":status").as_deref());
+        if status != Upstream::Success {
+            return self.non_success(status, filtering, &pending);
+        }
         if let Err(why) = check_response(
             kind,
             header("content-type").as_deref(),

@@ -1,40 +1,80 @@
-//! Which kubelet endpoint a request path names, and what the filter does with it.
+//! Which kubelet endpoint a request path names, as the kubelet routes it.
 //!
-//! The kubelet serves metrics, JSON, health, pod-scoped streams (`/exec`, logs) and
-//! node-level debug endpoints on one port. Tenant mode is default-deny: only paths
-//! classified here as safe are let through, and any path that is not in canonical
-//! form (percent-encoding, `//`, `.` or `..` segments) is treated as unknown rather
-//! than guessed at, since the kubelet may resolve it differently than we would.
+//! The table follows `pkg/kubelet/server/server.go` of kubelets 1.20–1.35: the
+//! Prometheus endpoints are exact `http.ServeMux` patterns (`/metrics/cadvisor/`
+//! with a slash is a 404 there), the JSON ones are go-restful web services that
+//! also answer with a trailing slash (`/pods/`, `/stats/summary/`), `/runningpods`
+//! is the subtree `/runningpods/` (the mux redirects the bare form), and the
+//! pod-scoped routes take a fixed number of segments. Paths no kubelet of those
+//! versions serves are [`Endpoint::Unknown`], and so is any path not in canonical
+//! form (percent-encoding, `//`, `.` or `..` segments): the kubelet may resolve it
+//! differently than we would, so it is never guessed at.
+//!
+//! This module only names endpoints; what a request may do with one is
+//! [`super::decide`]'s.
 
-use crate::config::Config;
-use crate::snapshot::catalog::Catalog;
+use crate::config::PathClass;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `/metrics`, `/metrics/cadvisor`, `/metrics/resource`, `/metrics/probes`.
+    /// Prometheus text: `/metrics`, `/metrics/cadvisor`, `/metrics/resource`,
+    /// `/metrics/probes`, `/metrics/slis` (1.26+) and `/metrics/resource/v1alpha1`
+    /// (up to 1.17, still asked for by old agents).
     Metrics,
     Json(JsonEndpoint),
-    /// `/healthz` and `/healthz/…`.
+    /// `/healthz` and its named checks.
     Health,
+    /// Routes under `/{kind}/{namespace}/{pod}/…`.
     PodScoped {
         kind: PodPath,
         namespace: String,
     },
-    /// `/logs`, `/configz`, `/debug`, `/spec`, `/checkpoint`, anything else.
-    NodeLevel,
+    /// Node-level routes that read or change the node, by class.
+    Node(PathClass),
+    /// Not a route of kubelets 1.20–1.35 (or not canonical).
+    Unknown,
+}
+
+impl Endpoint {
+    /// The read endpoints: what monitoring agents scrape. Only `GET` and `HEAD`.
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Metrics | Endpoint::Json(_) | Endpoint::Health
+        )
+    }
+
+    /// The class a non-read endpoint belongs to, for `allowPaths`.
+    pub fn class(&self) -> Option<PathClass> {
+        match self {
+            Endpoint::PodScoped { kind, .. } => Some(kind.class()),
+            Endpoint::Node(class) => Some(*class),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonEndpoint {
     /// `/stats/summary`: keep `node`, filter `pods[]` by `podRef.namespace`.
     StatsSummary,
-    /// `/pods` and `/runningpods`: a `PodList`, filter `items[]` by `metadata.namespace`.
+    /// `/pods` and `/runningpods/`: a `PodList`, filter `items[]` by
+    /// `metadata.namespace`.
     PodList,
+}
+
+/// What a rewritten endpoint's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Exposition,
+    Json(JsonEndpoint),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodPath {
     ContainerLogs,
+    /// `/stats/{namespace}/{pod}/{uid}/{container}` (cAdvisor JSON, kubelet 1.20
+    /// with `--enable-cadvisor-json-endpoints`).
     Stats,
     Exec,
     Attach,
@@ -50,6 +90,25 @@ impl PodPath {
             PodPath::Exec | PodPath::Attach | PodPath::Run | PodPath::PortForward
         )
     }
+
+    fn class(self) -> PathClass {
+        match self {
+            PodPath::ContainerLogs => PathClass::ContainerLogs,
+            PodPath::Stats => PathClass::CadvisorJson,
+            _ => PathClass::Exec,
+        }
+    }
+
+    /// How many segments follow `/{kind}/` in the kubelet's routes: namespace, pod,
+    /// then container, or uid and container (`portForward` has no container).
+    fn segment_counts(self) -> &'static [usize] {
+        match self {
+            PodPath::ContainerLogs => &[3],
+            PodPath::Stats => &[4],
+            PodPath::Exec | PodPath::Attach | PodPath::Run => &[3, 4],
+            PodPath::PortForward => &[2, 3],
+        }
+    }
 }
 
 /// Classifies a request path (`:path`, query string allowed) the way the kubelet
@@ -57,37 +116,57 @@ impl PodPath {
 pub fn classify(path: &str) -> Endpoint {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     if !is_canonical(path) {
-        return Endpoint::NodeLevel;
+        return Endpoint::Unknown;
     }
     match path {
-        "/metrics" | "/metrics/cadvisor" | "/metrics/resource" | "/metrics/probes" => {
-            return Endpoint::Metrics
+        "/metrics"
+        | "/metrics/cadvisor"
+        | "/metrics/resource"
+        | "/metrics/resource/v1alpha1"
+        | "/metrics/probes"
+        | "/metrics/slis" => return Endpoint::Metrics,
+        "/stats/summary" | "/stats/summary/" => return Endpoint::Json(JsonEndpoint::StatsSummary),
+        // `/runningpods` is answered by the kubelet with a redirect to
+        // `/runningpods/`, which passes because its target is allowed.
+        "/pods" | "/pods/" | "/runningpods" | "/runningpods/" => {
+            return Endpoint::Json(JsonEndpoint::PodList)
         }
-        "/stats/summary" => return Endpoint::Json(JsonEndpoint::StatsSummary),
-        "/pods" | "/runningpods" => return Endpoint::Json(JsonEndpoint::PodList),
-        "/healthz" => return Endpoint::Health,
+        "/healthz" | "/healthz/ping" | "/healthz/log" | "/healthz/syncloop" => {
+            return Endpoint::Health
+        }
+        "/configz" | "/flagz" | "/statusz" => return Endpoint::Node(PathClass::Debug),
+        "/spec" | "/spec/" | "/stats" | "/stats/" | "/stats/container" | "/stats/container/" => {
+            return Endpoint::Node(PathClass::CadvisorJson)
+        }
         _ => {}
     }
-    if path.starts_with("/healthz/") {
-        return Endpoint::Health;
-    }
-    let mut segments = path.trim_start_matches('/').split('/');
-    let kind = match segments.next() {
-        Some("containerLogs") => PodPath::ContainerLogs,
-        Some("stats") => PodPath::Stats,
-        Some("exec") => PodPath::Exec,
-        Some("attach") => PodPath::Attach,
-        Some("run") => PodPath::Run,
-        Some("portForward") => PodPath::PortForward,
-        _ => return Endpoint::NodeLevel,
+    let Some((first, rest)) = path[1..].split_once('/') else {
+        return Endpoint::Unknown;
     };
-    // Every pod-scoped route is /<kind>/{namespace}/{pod}/…
-    match (segments.next(), segments.next()) {
-        (Some(ns), Some(pod)) if !ns.is_empty() && !pod.is_empty() => Endpoint::PodScoped {
+    let kind = match first {
+        "containerLogs" => PodPath::ContainerLogs,
+        "stats" => PodPath::Stats,
+        "exec" => PodPath::Exec,
+        "attach" => PodPath::Attach,
+        "run" => PodPath::Run,
+        "portForward" => PodPath::PortForward,
+        "logs" => return Endpoint::Node(PathClass::NodeLogs),
+        "debug" => return Endpoint::Node(PathClass::Debug),
+        "checkpoint" => return Endpoint::Node(PathClass::Checkpoint),
+        _ => return Endpoint::Unknown,
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) || !kind.segment_counts().contains(&segments.len()) {
+        // Includes the legacy `/stats/{pod}/{container}`, which kubelets up to
+        // 1.20 route into namespace `default`, whatever the path seems to name.
+        return Endpoint::Unknown;
+    }
+    match segments.first() {
+        Some(namespace) => Endpoint::PodScoped {
             kind,
-            namespace: ns.to_owned(),
+            namespace: (*namespace).to_owned(),
         },
-        _ => Endpoint::NodeLevel,
+        None => Endpoint::Unknown,
     }
 }
 
@@ -98,96 +177,9 @@ fn is_canonical(path: &str) -> bool {
         && !path[1..].split('/').any(|s| s == "." || s == "..")
 }
 
-/// What the filter does with one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Rewrite the response body (Prometheus text or kubelet JSON).
-    Rewrite(BodyKind),
-    /// Let request and response through untouched.
-    PassThrough,
-    /// Answer locally with this status and a short plain-text reason.
-    Deny { status: u16, reason: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyKind {
-    Exposition,
-    Json(JsonEndpoint),
-}
-
-impl Decision {
-    fn forbidden(reason: impl Into<String>) -> Decision {
-        Decision::Deny {
-            status: 403,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Decides a request. `catalog` is `None` when the snapshot the config needs is
-/// missing or too old to trust; `tenant` is the resolved tenant (from the header or
-/// the static setting), if any.
-pub fn decide(
-    config: &Config,
-    catalog: Option<&Catalog>,
-    path: &str,
-    tenant: Option<&str>,
-) -> Decision {
-    let endpoint = classify(path);
-    let Some(tenancy) = &config.tenancy else {
-        // Injection-only (or nothing): every path passes; metrics get labels when
-        // the snapshot is there and pass unchanged (fail open) when it is not.
-        return match (&endpoint, &config.inject, catalog) {
-            (Endpoint::Metrics, Some(_), Some(_)) => Decision::Rewrite(BodyKind::Exposition),
-            _ => Decision::PassThrough,
-        };
-    };
-    let namespace = match &endpoint {
-        Endpoint::Health => return Decision::PassThrough,
-        Endpoint::NodeLevel => {
-            return Decision::forbidden(
-                "kubelet-scope: this kubelet path is not available to tenants",
-            )
-        }
-        Endpoint::PodScoped { kind, namespace } => {
-            if !tenancy.allow_pod_scoped_paths {
-                return Decision::forbidden("kubelet-scope: pod-scoped kubelet paths are disabled");
-            }
-            if kind.is_interactive() && !tenancy.allow_interactive_paths {
-                return Decision::forbidden(
-                    "kubelet-scope: exec, attach, run and portForward are disabled",
-                );
-            }
-            Some(namespace.as_str())
-        }
-        Endpoint::Metrics | Endpoint::Json(_) => None,
-    };
-    let Some(tenant) = tenant.filter(|t| !t.is_empty()) else {
-        return Decision::forbidden("kubelet-scope: no tenant in the request");
-    };
-    let Some(catalog) = catalog else {
-        return Decision::Deny {
-            status: 503,
-            reason: "kubelet-scope: namespace snapshot not available yet".into(),
-        };
-    };
-    if !catalog.knows_tenant(tenant) {
-        return Decision::forbidden("kubelet-scope: unknown tenant");
-    }
-    match (&endpoint, namespace) {
-        (_, Some(ns)) => match catalog.namespace(ns.as_bytes()) {
-            Some(entry) if entry.owned_by(tenant) => Decision::PassThrough,
-            _ => Decision::forbidden("kubelet-scope: namespace not owned by the tenant"),
-        },
-        (Endpoint::Json(kind), None) => Decision::Rewrite(BodyKind::Json(*kind)),
-        _ => Decision::Rewrite(BodyKind::Exposition),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Snapshot;
 
     #[test]
     fn classifies_kubelet_paths() {
@@ -196,16 +188,18 @@ mod tests {
             "/metrics",
             "/metrics/cadvisor",
             "/metrics/resource?x=1",
+            "/metrics/resource/v1alpha1",
             "/metrics/probes",
+            "/metrics/slis",
         ] {
             assert_eq!(classify(p), Metrics, "{p}");
         }
-        assert_eq!(
-            classify("/stats/summary?only_cpu_and_memory=true"),
-            Json(JsonEndpoint::StatsSummary)
-        );
-        assert_eq!(classify("/pods"), Json(JsonEndpoint::PodList));
-        assert_eq!(classify("/runningpods"), Json(JsonEndpoint::PodList));
+        for p in ["/stats/summary?only_cpu_and_memory=true", "/stats/summary/"] {
+            assert_eq!(classify(p), Json(JsonEndpoint::StatsSummary), "{p}");
+        }
+        for p in ["/pods", "/pods/", "/runningpods", "/runningpods/"] {
+            assert_eq!(classify(p), Json(JsonEndpoint::PodList), "{p}");
+        }
         assert_eq!(classify("/healthz/syncloop"), Health);
         assert_eq!(
             classify("/containerLogs/shop/web-0/nginx?follow=true"),
@@ -221,135 +215,68 @@ mod tests {
                 namespace: "shop".into()
             }
         );
-        assert_eq!(
-            classify("/portForward/shop/web-0"),
-            PodScoped {
-                kind: PodPath::PortForward,
-                namespace: "shop".into()
-            }
-        );
+        for p in ["/portForward/shop/web-0", "/portForward/shop/web-0/uid"] {
+            assert_eq!(
+                classify(p),
+                PodScoped {
+                    kind: PodPath::PortForward,
+                    namespace: "shop".into()
+                },
+                "{p}"
+            );
+        }
+        for p in ["/exec/shop/web-0/c", "/exec/shop/web-0/uid/c?command=sh"] {
+            assert!(
+                matches!(
+                    classify(p),
+                    PodScoped {
+                        kind: PodPath::Exec,
+                        ..
+                    }
+                ),
+                "{p}"
+            );
+        }
+        for (p, class) in [
+            ("/logs/", PathClass::NodeLogs),
+            ("/logs/syslog", PathClass::NodeLogs),
+            ("/configz", PathClass::Debug),
+            ("/debug/pprof/", PathClass::Debug),
+            ("/debug/flags/v", PathClass::Debug),
+            ("/checkpoint/a/b/c", PathClass::Checkpoint),
+            ("/spec", PathClass::CadvisorJson),
+            ("/spec/", PathClass::CadvisorJson),
+            ("/stats/", PathClass::CadvisorJson),
+            ("/stats/container", PathClass::CadvisorJson),
+        ] {
+            assert_eq!(classify(p), Node(class), "{p}");
+        }
         for p in [
-            "/logs/",
-            "/configz",
-            "/debug/pprof/",
-            "/spec",
-            "/checkpoint/a/b/c",
             "/exec/shop",
+            "/exec/shop/web",
+            "/exec/shop/web/uid/c/extra",
+            "/containerLogs/shop/web",
+            "/containerLogs/shop/web/c/extra",
+            "/containerLogs/shop//c",
             "/metrics/",
-            "/metrics/slis",
+            "/metrics/cadvisor/",
+            "/metrics/slis/",
             "/metrics/../exec/a/b/c",
             "/metrics/%2e%2e/configz",
             "//metrics",
-            "/stats/",
-            "/stats",
-            "/pods/",
+            "/stats/summary/x",
+            "/stats/web-0/nginx",
+            "/stats/shop/web-0/nginx",
+            "/pods/x",
             "",
+            "/",
             "metrics",
+            "/healthz/",
             "/healthzz",
             "/containerLogs/./x/y",
             "/containerLogs/shop/../../configz",
         ] {
-            assert_eq!(classify(p), NodeLevel, "{p}");
+            assert_eq!(classify(p), Unknown, "{p}");
         }
-    }
-
-    fn setup(tenancy: &str) -> (Config, Catalog) {
-        let config = Config::parse(
-            format!(r#"{{"tenancy": {tenancy}, "snapshot": {{"cluster": "cp"}}}}"#).as_bytes(),
-        )
-        .unwrap();
-        let snapshot = Snapshot::parse(
-            br#"{"version":"1","generatedAt":"t","namespaces":{
-                "shop":{"labels":{"tenant":"acme"}},"bank":{"labels":{"tenant":"globex"}}}}"#,
-        )
-        .unwrap();
-        let catalog = Catalog::new(&config, Some(&snapshot));
-        (config, catalog)
-    }
-
-    fn status(d: Decision) -> u16 {
-        match d {
-            Decision::Deny { status, .. } => status,
-            _ => 200,
-        }
-    }
-
-    #[test]
-    fn tenant_mode_is_default_deny() {
-        let (config, catalog) =
-            setup(r#"{"tenant": {"header": "x-tenant"}, "namespaceLabel": "tenant"}"#);
-        let d = |path, tenant| decide(&config, Some(&catalog), path, tenant);
-        assert_eq!(
-            d("/metrics/cadvisor", Some("acme")),
-            Decision::Rewrite(BodyKind::Exposition)
-        );
-        assert_eq!(
-            d("/pods", Some("acme")),
-            Decision::Rewrite(BodyKind::Json(JsonEndpoint::PodList))
-        );
-        assert_eq!(d("/healthz", None), Decision::PassThrough);
-        assert_eq!(status(d("/metrics", None)), 403);
-        assert_eq!(status(d("/metrics", Some(""))), 403);
-        assert_eq!(status(d("/metrics", Some("nobody"))), 403);
-        for p in [
-            "/configz",
-            "/logs/",
-            "/exec/shop/web/c",
-            "/containerLogs/shop/web/c",
-            "/x",
-        ] {
-            assert_eq!(status(d(p, Some("acme"))), 403, "{p}");
-        }
-        assert_eq!(status(decide(&config, None, "/metrics", Some("acme"))), 503);
-        assert_eq!(status(decide(&config, None, "/configz", Some("acme"))), 403);
-    }
-
-    #[test]
-    fn pod_scoped_paths_need_opt_in_and_ownership() {
-        let (config, catalog) = setup(
-            r#"{"tenant": {"static": "acme"}, "namespaceLabel": "tenant", "allowPodScopedPaths": true}"#,
-        );
-        let d = |path| decide(&config, Some(&catalog), path, Some("acme"));
-        assert_eq!(d("/containerLogs/shop/web/c"), Decision::PassThrough);
-        assert_eq!(d("/stats/shop/web/uid/c"), Decision::PassThrough);
-        assert_eq!(status(d("/containerLogs/bank/web/c")), 403);
-        assert_eq!(status(d("/containerLogs/unknown/web/c")), 403);
-        assert_eq!(status(d("/exec/shop/web/c")), 403);
-
-        let (config, catalog) = setup(
-            r#"{"tenant": {"static": "acme"}, "namespaceLabel": "tenant",
-                "allowPodScopedPaths": true, "allowInteractivePaths": true}"#,
-        );
-        let d = |path| decide(&config, Some(&catalog), path, Some("acme"));
-        assert_eq!(d("/exec/shop/web/c"), Decision::PassThrough);
-        assert_eq!(status(d("/exec/bank/web/c")), 403);
-    }
-
-    #[test]
-    fn injection_only_passes_every_path() {
-        let config = Config::parse(
-            br#"{"inject": {"labels": {"team": "team"}}, "snapshot": {"cluster": "cp"}}"#,
-        )
-        .unwrap();
-        let catalog = Catalog::new(&config, None);
-        assert_eq!(
-            decide(&config, Some(&catalog), "/metrics/cadvisor", None),
-            Decision::Rewrite(BodyKind::Exposition)
-        );
-        assert_eq!(
-            decide(&config, None, "/metrics/cadvisor", None),
-            Decision::PassThrough
-        );
-        for p in ["/pods", "/exec/a/b/c", "/configz"] {
-            assert_eq!(
-                decide(&config, Some(&catalog), p, None),
-                Decision::PassThrough
-            );
-        }
-        let none = Config::parse(b"{}").unwrap();
-        assert_eq!(
-            decide(&none, Some(&Catalog::new(&none, None)), "/metrics", None),
-            Decision::PassThrough
-        );
     }
 }

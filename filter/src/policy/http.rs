@@ -98,6 +98,40 @@ pub fn is_success(status: Option<&[u8]>) -> bool {
     matches!(status, Some([b'2', a, b]) if a.is_ascii_digit() && b.is_ascii_digit())
 }
 
+/// A kubelet answer on a rewritten path, by its `:status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// 2xx: the body is rewritten.
+    Success,
+    /// 301, 302, 303, 307, 308: passes only when its `Location` may be used.
+    Redirect,
+    /// Anything else (an unreadable status included, as 502): in tenant mode
+    /// the status stays and the body is replaced.
+    Error(u16),
+}
+
+pub fn upstream_status(status: Option<&[u8]>) -> Upstream {
+    let code = status
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .filter(|s| s.len() == 3)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|c| (100..600).contains(c));
+    match code {
+        Some(200..=299) => Upstream::Success,
+        Some(301 | 302 | 303 | 307 | 308) => Upstream::Redirect,
+        Some(c) => Upstream::Error(c),
+        None => Upstream::Error(502),
+    }
+}
+
+/// The path a redirect's `Location` names on the same kubelet: an absolute
+/// path (the kubelet's own redirects are `/runningpods/`-style), query kept.
+/// Anything else (another host, a scheme, a relative reference) is `None`.
+pub fn redirect_path(location: Option<&[u8]>) -> Option<&str> {
+    let location = std::str::from_utf8(location?).ok()?.trim();
+    (location.starts_with('/') && !location.starts_with("//")).then_some(location)
+}
+
 /// The tenant header as found in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantHeader {
@@ -136,6 +170,33 @@ pub fn tenant_header<'a>(
 mod tests {
     use super::*;
     use crate::policy::endpoint::JsonEndpoint;
+
+    #[test]
+    fn upstream_statuses() {
+        let s = |v: &[u8]| upstream_status(Some(v));
+        assert_eq!(s(b"200"), Upstream::Success);
+        assert_eq!(s(b"206"), Upstream::Success);
+        assert_eq!(s(b"301"), Upstream::Redirect);
+        assert_eq!(s(b"308"), Upstream::Redirect);
+        assert_eq!(s(b"304"), Upstream::Error(304));
+        assert_eq!(s(b"404"), Upstream::Error(404));
+        assert_eq!(s(b"500"), Upstream::Error(500));
+        for bad in [&b"2000"[..], b"20", b"abc", b"099", b"600", b""] {
+            assert_eq!(s(bad), Upstream::Error(502), "{bad:?}");
+        }
+        assert_eq!(upstream_status(None), Upstream::Error(502));
+        assert_eq!(redirect_path(Some(b"/runningpods/")), Some("/runningpods/"));
+        assert_eq!(redirect_path(Some(b"/pods/?a=1")), Some("/pods/?a=1"));
+        for bad in [
+            &b"//evil/x"[..],
+            b"https://evil/pods",
+            b"pods",
+            b"",
+            b"\xff",
+        ] {
+            assert_eq!(redirect_path(Some(bad)), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn accept_is_text_unless_openmetrics_was_asked_for() {
