@@ -9,6 +9,8 @@
 # binary is cached there, so only the first run pays the ~6 min build.
 #
 #   kube-apiserver.sh build                       fetch + build (cached)
+#   kube-apiserver.sh build-node                  also kubelet, kube-scheduler and
+#                                                 kube-controller-manager (cached)
 #   kube-apiserver.sh start DIR                   etcd + apiserver "main", env in DIR/env
 #   kube-apiserver.sh start-etcd DIR
 #   kube-apiserver.sh start-apiserver DIR NAME [PORT]   another apiserver on the same etcd
@@ -115,16 +117,44 @@ build() {
             --report-filename "$KUBE_CACHE/openapi-violations.txt"
     fi
 
-    log "building kube-apiserver $K8S_VERSION (takes several minutes)"
+    build_component kube-apiserver
+    log "built $APISERVER in $((SECONDS - started)) s"
+}
+
+# build_component NAME: go build k8s.io/kubernetes/cmd/NAME into $KUBE_CACHE/bin,
+# with the version stamped as the release's (the environment of `build`).
+build_component() {
+    local name=$1
     local ld=""
+    log "building $name $K8S_VERSION (takes several minutes)"
     for pkg in k8s.io/kubernetes/vendor/k8s.io/component-base/version \
         k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
         ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=20"
         ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
-    go build -ldflags "-s -w$ld" -o "$APISERVER.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-    mv "$APISERVER.tmp" "$APISERVER"
-    log "built $APISERVER in $((SECONDS - started)) s"
+    go build -ldflags "-s -w$ld" -o "$KUBE_CACHE/bin/$name.tmp" "k8s.io/kubernetes/cmd/$name"
+    mv "$KUBE_CACHE/bin/$name.tmp" "$KUBE_CACHE/bin/$name"
+}
+
+# The node's components, built in the same tree and environment as the apiserver.
+build_node() {
+    build
+    local missing=()
+    for name in kubelet kube-scheduler kube-controller-manager; do
+        [ -x "$KUBE_CACHE/bin/$name" ] || missing+=("$name")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    local started=$SECONDS
+    export GOROOT=$KUBE_CACHE/root/usr/lib/go-1.19
+    export GOPATH=$KUBE_CACHE/gopath
+    export GO111MODULE=off CGO_ENABLED=0 GOPROXY=off GOFLAGS=
+    export GOCACHE=$KUBE_CACHE/gocache
+    export PATH=$GOROOT/bin:$PATH
+    cd "$GOPATH/src/k8s.io/kubernetes"
+    for name in "${missing[@]}"; do
+        build_component "$name"
+    done
+    log "built ${missing[*]} in $((SECONDS - started)) s"
 }
 
 free_port() {
@@ -223,6 +253,7 @@ stop_one() {
 cmd=${1:-}
 case "$cmd" in
 build) build ;;
+build-node) build_node ;;
 start)
     build
     start_etcd "$2"

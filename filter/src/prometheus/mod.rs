@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn pass_through_without_features_is_identity() {
-        let s = scope("{}", None);
+        let s = scope(r#"{"passThrough": true}"#, None);
         let body = "# HELP a x\na{namespace=\"bank\"} 1\nbroken{ line\n";
         assert_eq!(rewrite(&s, body).unwrap(), body);
     }
