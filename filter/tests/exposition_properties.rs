@@ -95,6 +95,7 @@ fn series() -> impl Strategy<Value = Series> {
             Just(" 1.5e3 1700000000000".to_owned()),
             Just(" +Inf".to_owned()),
             Just(r#" 1 # {trace_id="x",namespace="bank"} 1 1.5"#.to_owned()),
+            Just(r#" 2 # {namespace="shop"} 1"#.to_owned()),
         ],
     )
         .prop_map(
@@ -213,7 +214,17 @@ fn render(families: &[Family], crlf: bool, mode: Mode) -> String {
                         Some(ns) => ACME.contains(&ns),
                     };
                     if visible {
-                        kept.push_str(&render_series(&f.name, s, None, eol));
+                        // An exemplar naming another tenant's namespace is removed.
+                        let mut s = s.clone();
+                        if let Some((sample, exemplar)) = s.tail.split_once(" # ") {
+                            if !ACME
+                                .iter()
+                                .any(|ns| exemplar.contains(&format!("namespace=\"{ns}\"")))
+                            {
+                                s.tail = sample.to_owned();
+                            }
+                        }
+                        kept.push_str(&render_series(&f.name, &s, None, eol));
                     }
                 }
             }

@@ -65,15 +65,16 @@ pub(super) struct Item {
 /// Grammar (Prometheus text 0.0.4, OpenMetrics 1.0, and the quoted names of the
 /// UTF-8 extension): `{ [ item { , item } [ , ] ] }` (EBNF) with optional blanks
 /// around tokens, where item is `name = "value"` and name is either bare
-/// `[a-zA-Z0-9_:]+` or a quoted string; the first item may be a lone quoted metric
-/// name.
+/// `[a-zA-Z0-9_:]+` or a quoted string; one item, anywhere in the set, may be a
+/// lone quoted metric name (Prometheus' parser takes `{a="b","m.x"}` as well as
+/// `{"m.x",a="b"}`).
 pub(super) fn for_each_item(
     line: &[u8],
     open: usize,
     mut visit: impl FnMut(Item) -> Result<(), &'static str>,
 ) -> Result<usize, &'static str> {
     let mut i = open + 1;
-    let mut first = true;
+    let mut named = false;
     loop {
         i = skip_whitespace(line, i);
         let start = i;
@@ -106,7 +107,8 @@ pub(super) fn for_each_item(
                 whole: start..i,
                 value: Some(value),
             }
-        } else if quoted && first {
+        } else if quoted && !named {
+            named = true;
             Item {
                 name,
                 whole: start..after_name,
@@ -116,7 +118,6 @@ pub(super) fn for_each_item(
             return Err("expected '=' after a label name");
         };
         visit(item)?;
-        first = false;
         i = skip_whitespace(line, i);
         match line.get(i) {
             Some(b',') => i += 1,
@@ -264,6 +265,12 @@ mod tests {
             ),
             // UTF-8 form: quoted metric name and quoted label names
             ("{\"m.x\",namespace=\"bank\"} 1\n", "{\"m.x\",namespace=\"bank\",team=\"money\"} 1\n"),
+            // the quoted metric name anywhere in the set, as Prometheus accepts it
+            ("{namespace=\"bank\",\"m.x\"} 1\n", "{namespace=\"bank\",\"m.x\",team=\"money\"} 1\n"),
+            ("{q=\"0.9\",\"m.x\",namespace=\"bank\"} 1\n", "{q=\"0.9\",\"m.x\",namespace=\"bank\",team=\"money\"} 1\n"),
+            // no blank between the label set and the value
+            ("m{namespace=\"bank\"}-Inf\n", "m{namespace=\"bank\",team=\"money\"}-Inf\n"),
+            ("m{namespace=\"bank\"}1 17\n", "m{namespace=\"bank\",team=\"money\"}1 17\n"),
             ("{\"m.x\",\"namespace\"=\"bank\"} 1\n", "{\"m.x\",\"namespace\"=\"bank\",team=\"money\"} 1\n"),
         ];
         for (input, want) in cases {

@@ -96,6 +96,9 @@ enum Edit<'e> {
     Rebuild(LabelSet, &'e NamespaceEntry, OnConflict),
     /// Hold a metadata line until its family's first kept series.
     Hold,
+    /// Write these bytes instead of the line's first `n` bytes (a series whose
+    /// exemplar is removed).
+    Replace(Vec<u8>, usize),
 }
 
 impl Rewriter {
@@ -318,6 +321,11 @@ impl State {
                 out.extend_from_slice(&src[*run..start]);
                 self.held_meta.extend_from_slice(&src[start..next]);
                 *run = next;
+            }
+            Edit::Replace(bytes, n) => {
+                out.extend_from_slice(&src[*run..start]);
+                out.extend_from_slice(&bytes);
+                *run = start + n;
             }
         }
     }

@@ -14,7 +14,7 @@ use super::metadata::FamilyState;
 use super::{Edit, State};
 use crate::body::BodyError;
 use crate::config::OnConflict;
-use crate::scan::{same_bytes, skip_label_name, skip_sample_bytes};
+use crate::scan::{is_sample_byte, same_bytes, skip_label_name, skip_sample_bytes};
 use crate::snapshot::catalog::{EntryId, NamespaceEntry, RequestScope, Visibility};
 
 impl State {
@@ -56,11 +56,11 @@ impl State {
         } else {
             None
         };
+        let mut exemplar = None;
         if self.filtering {
-            if let Some(why) =
-                not_a_sample(line, name_start, name_end, classic_end, brace, set.as_ref())
-            {
-                return Err(self.cannot_parse(why));
+            match sample_tail(line, name_start, name_end, classic_end, brace, set.as_ref()) {
+                Ok(hash) => exemplar = hash,
+                Err(why) => return Err(self.cannot_parse(why)),
             }
         }
 
@@ -82,6 +82,11 @@ impl State {
             self.family_kept(name);
         }
         let entry = entry.and_then(|id| scope.catalog().entry(id));
+        if let Some(hash) = exemplar {
+            if let Some(cut) = self.foreign_exemplar(scope, line, hash)? {
+                return Ok(without_exemplar(line, cut, set.as_ref(), entry, injection));
+            }
+        }
         let (Some(set), Some(entry), Some(injection)) = (set, entry, injection) else {
             return Ok(Edit::Keep);
         };
@@ -115,6 +120,36 @@ impl State {
         ))
     }
 
+    /// Tenant mode: where to cut `line` (before the blanks ahead of its `#`)
+    /// when its OpenMetrics exemplar, at `hash`, names a namespace the tenant may
+    /// not see; the sample stays. An exemplar without `namespace` stays.
+    fn foreign_exemplar(
+        &self,
+        scope: &RequestScope,
+        line: &[u8],
+        hash: usize,
+    ) -> Result<Option<usize>, BodyError> {
+        let brace = skip_whitespace(line, hash + 1);
+        if line.get(brace) != Some(&b'{') {
+            return Err(self.cannot_parse("an exemplar must start with '{'"));
+        }
+        let labels = match parse_label_set(line, brace, &[]) {
+            Ok(labels) => labels,
+            Err(why) => return Err(self.cannot_parse(why)),
+        };
+        let foreign = labels
+            .namespace
+            .is_some_and(|ns| scope.visibility(Some(&line[ns])) == Visibility::Hidden);
+        if !foreign {
+            return Ok(None);
+        }
+        let mut cut = hash;
+        while cut > 0 && matches!(line[cut - 1], b' ' | b'\t') {
+            cut -= 1;
+        }
+        Ok(Some(cut))
+    }
+
     /// [`RequestScope::lookup`], answered from the last lookup when the series
     /// names the same namespace.
     fn lookup(
@@ -138,30 +173,53 @@ impl State {
     }
 }
 
-/// Tenant mode: why `line` is not a series a scraper reads as we did, or `None`
-/// when it is. What is kept must be such a series: a line that is not (say, a
-/// stray byte before a tab, so its label set was never parsed) could show
-/// another tenant's labels to a lenient parser.
+/// Tenant mode: why `line` is not a series a scraper reads as we did (`Err`), or
+/// where its exemplar's `#` is, if it has one. What is kept must be such a series:
+/// a line that is not (say, a stray byte before a tab, so its label set was never
+/// parsed) could show another tenant's labels to a lenient parser.
 #[inline(always)]
-fn not_a_sample(
+fn sample_tail(
     line: &[u8],
     name_start: usize,
     name_end: usize,
     classic_end: bool,
     brace: usize,
     set: Option<&LabelSet>,
-) -> Option<&'static str> {
+) -> Result<Option<usize>, &'static str> {
     let tail = set.map_or(name_end, |s| s.close + 1);
     let named = (classic_end && is_metric_name_start(line, name_start, name_end))
         || (name_start == brace && set.is_some_and(|s| s.quoted_name.is_some()));
-    if !named || !is_sample_tail(line, tail) {
-        return Some(if named {
-            "unexpected bytes after the labels"
-        } else {
-            "invalid metric name"
-        });
+    match is_sample_tail(line, tail, set.is_some()) {
+        Some(end) if named => Ok((end < line.len()).then_some(end)),
+        _ if named => Err("unexpected bytes after the labels"),
+        _ => Err("invalid metric name"),
     }
-    None
+}
+
+/// The line cut at `cut` (its exemplar removed), with `entry`'s labels injected
+/// as [`State::series`] would have; the line's `\r`, if any, stays.
+#[cold]
+fn without_exemplar<'e>(
+    line: &[u8],
+    cut: usize,
+    set: Option<&LabelSet>,
+    entry: Option<&NamespaceEntry>,
+    injection: Option<&crate::snapshot::catalog::InjectionRules>,
+) -> Edit<'e> {
+    let end = line.len() - usize::from(line.ends_with(b"\r"));
+    let mut out = Vec::with_capacity(cut + 64);
+    match (set, entry.filter(|e| !e.suffix.is_empty()), injection) {
+        (Some(set), Some(entry), Some(injection)) if set.conflict => {
+            rebuild(&line[..cut], set, entry, injection.on_conflict, &mut out);
+        }
+        (Some(set), Some(entry), Some(_)) => {
+            out.extend_from_slice(&line[..set.insert_at]);
+            out.extend_from_slice(&entry.suffix);
+            out.extend_from_slice(&line[set.insert_at..cut]);
+        }
+        _ => out.extend_from_slice(&line[..cut]),
+    }
+    Edit::Replace(out, end)
 }
 
 /// Whether the label-name bytes `line[start..end]` (as [`skip_label_name`] found
@@ -172,12 +230,20 @@ fn is_metric_name_start(line: &[u8], start: usize, end: usize) -> bool {
 
 /// What may follow a series' name and labels: blanks, then a value and an optional
 /// timestamp, then optionally an OpenMetrics exemplar from ` # ` on. (`#` is not a
-/// sample byte, so the first byte that is not must be the exemplar's.)
-fn is_sample_tail(line: &[u8], tail: usize) -> bool {
-    matches!(line.get(tail), Some(b' ' | b'\t'))
-        && line
-            .get(skip_sample_bytes(line, tail))
-            .is_none_or(|&b| b == b'#')
+/// sample byte, so the first byte that is not must be the exemplar's.) After a
+/// label set the blank is optional, as in Prometheus' parser (`m{a="b"}-Inf`);
+/// after a bare name it separates the name from the value.
+///
+/// Returns the end of the value and timestamp (the exemplar's `#`, or the line's
+/// end), or `None` when the tail is not a sample's.
+fn is_sample_tail(line: &[u8], tail: usize, after_labels: bool) -> Option<usize> {
+    let starts = match line.get(tail) {
+        Some(b' ' | b'\t') => true,
+        Some(&b) => after_labels && is_sample_byte(b) && b != b'\r',
+        None => false,
+    };
+    let end = skip_sample_bytes(line, tail);
+    (starts && line.get(end).is_none_or(|&b| b == b'#')).then_some(end)
 }
 
 /// Writes `line` (with its newline, if any) with the label set rebuilt so that no
@@ -378,7 +444,8 @@ mod tests {
             "m{namespace=\"shop\"} 1 {namespace=\"bank\"}\n",
             "{namespace=\"shop\"} 1\n",
             "9m 1\n",
-            "m{namespace=\"shop\"}1\n",
+            "m{namespace=\"shop\"}\n",
+            "m{namespace=\"shop\"}#1\n",
             "m-x{namespace=\"shop\"} 1\n",
             "m\u{e9}{namespace=\"shop\"} 1\n",
             "m{namespace=\"shop\"} 1 x\u{e9}\n",
@@ -401,6 +468,7 @@ mod tests {
         );
         for good in [
             "m 1\n",
+            "m{namespace=\"shop\"}1\n",
             "m_total{namespace=\"shop\"} -1.5e-3 17\r\n",
             "m NaN\n",
             "m{} +Inf\n",
