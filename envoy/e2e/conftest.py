@@ -23,7 +23,7 @@ NAMESPACE_LABEL = re.compile(r'[{,]\s*namespace="((?:[^"\\]|\\.)*)"')
 def kubelet_path(fixture):
     """The kubelet path a capture was taken from (by its file-name prefix)."""
     for path, (prefix, _) in ENDPOINTS.items():
-        if fixture.startswith(prefix) and path != "/runningpods":
+        if fixture.startswith(prefix) and path != "/runningpods/":
             return path
     return None
 

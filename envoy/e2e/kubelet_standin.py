@@ -5,11 +5,14 @@ the way a kubelet does, so that Envoy and the filter meet real bytes:
 
 - TLS on loopback with the certificate it is given; every request must carry
   `Authorization: Bearer <token>` (401 otherwise), as the kubelet requires.
-- The kubelet's endpoints: /metrics, /metrics/cadvisor, /metrics/resource,
-  /metrics/probes (Prometheus text), /stats/summary, /pods, /runningpods (JSON),
-  plus /configz and /healthz so that a leak past the filter would be visible.
-  Anything else is 404.
-- gzip when the request's Accept-Encoding allows it (the kubelet does the same).
+- Routed as a kubelet 1.20-1.35 routes: /metrics, /metrics/cadvisor,
+  /metrics/resource, /metrics/probes, /metrics/slis (Prometheus text, exact paths:
+  `/metrics/cadvisor/` is a 404 as on a kubelet), /stats/summary and /pods, with or
+  without a trailing slash, /runningpods/ (JSON; /runningpods is a 301 to it, as Go's
+  ServeMux answers), plus /configz and /healthz so that a leak past the filter
+  would be visible. Anything else is Go's `404 page not found`.
+- gzip only on the Prometheus endpoints, when the request's Accept-Encoding allows
+  it (a kubelet never gzips JSON).
 - Bodies are sent with chunked transfer encoding in odd chunk sizes.
 
 A test steers one response with request headers, which Envoy forwards:
@@ -49,10 +52,16 @@ ENDPOINTS = {
     "/metrics/cadvisor": ("cadvisor-", TEXT),
     "/metrics/resource": ("resource-", TEXT),
     "/metrics/probes": ("probes-", TEXT),
+    "/metrics/slis": ("slis-", TEXT),
     "/stats/summary": ("stats-summary-", JSON),
     "/pods": ("pods-", JSON),
-    "/runningpods": ("pods-", JSON),
+    "/runningpods/": ("pods-", JSON),
 }
+
+# The forms go-restful also routes to a web service's root, and Go's ServeMux
+# redirects to a subtree's root.
+ALIASES = {"/stats/summary/": "/stats/summary", "/pods/": "/pods"}
+REDIRECTS = {"/runningpods": "/runningpods/"}
 
 # Chunk sizes cycled through when the request does not choose one: odd, small and
 # large, so that lines, escapes and JSON elements are split at arbitrary bytes.
@@ -110,11 +119,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         status = self.headers.get("x-standin-status")
         if status:
             return self.send_plain(int(status), f"stand-in error {status}\n")
+        if path in REDIRECTS:
+            return self.redirect(REDIRECTS[path])
+        path = ALIASES.get(path, path)
         body, content_type = self.body_for(path)
         if body is None:
             return self.send_plain(404, "404 page not found\n")
         gzip_always = self.headers.get("x-standin-gzip") == "always"
-        accepts_gzip = "gzip" in (self.headers.get("accept-encoding") or "")
+        accepts_gzip = path.startswith("/metrics") and "gzip" in (
+            self.headers.get("accept-encoding") or ""
+        )
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         if gzip_always or accepts_gzip:
@@ -134,6 +148,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if trailers:
             self.wfile.write(b"x-standin-checksum: %d\r\n" % len(body))
         self.wfile.write(b"\r\n")
+
+    def do_HEAD(self):
+        """As GET, without the body (Go's net/http answers HEAD on every GET route)."""
+        path = self.path.split("?", 1)[0]
+        if self.headers.get("authorization") != "Bearer " + self.server.token:
+            return self.send_plain(401, "Unauthorized\n", head=True)
+        if path in REDIRECTS:
+            return self.redirect(REDIRECTS[path], head=True)
+        body, content_type = self.body_for(ALIASES.get(path, path))
+        if body is None:
+            return self.send_plain(404, "404 page not found\n", head=True)
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
 
     def body_for(self, path):
         if path == "/configz":
@@ -158,13 +187,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
             offset += len(chunk)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
 
-    def send_plain(self, status, text, content_type="text/plain; charset=utf-8"):
+    def redirect(self, target, head=False):
+        """Go's ServeMux redirect: 301, Location with the query kept, a tiny HTML body."""
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        location = target + ("?" + query if query else "")
+        data = f'<a href="{location}">Moved Permanently</a>.\n\n'.encode()
+        self.send_response(301)
+        self.send_header("Location", location)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(data)
+
+    def send_plain(self, status, text, content_type="text/plain; charset=utf-8", head=False):
         data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if not head:
+            self.wfile.write(data)
 
     def stall(self):
         # Hold the connection open until the peer gives up or the server stops.

@@ -264,6 +264,11 @@ impl Stream {
         if status != Upstream::Success {
             return self.non_success(status, filtering, &pending);
         }
+        if pending.method == "HEAD" {
+            // No body to rewrite; the kubelet's length is not the rewritten one's.
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None);
+            return Action::Continue;
+        }
         if let Err(why) = check_response(
             kind,
             header("content-type").as_deref(),
