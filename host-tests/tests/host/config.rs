@@ -38,8 +38,22 @@ fn invalid_configurations_are_rejected_with_one_line_naming_the_field() {
         assert!(!errors[0].contains('\n'));
         assert!(vm.failed().is_none());
     }
-    // The empty configuration is valid (nothing to do).
-    assert!(proxy.start_vm(b"").unwrap().configured);
+    // No configuration at all fails closed: Envoy would otherwise forward every
+    // path with the node's credentials.
+    for empty in [&b""[..], b"{}"] {
+        let vm = proxy.start_vm(empty).unwrap();
+        assert!(!vm.configured);
+        assert!(vm
+            .logs()
+            .iter()
+            .any(|(l, s)| *l >= level::ERROR && s.contains("needs inject or tenancy")));
+    }
+    assert!(
+        proxy
+            .start_vm(br#"{"passThrough": true}"#)
+            .unwrap()
+            .configured
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use kubelet_scope_host_tests::*;
 
 mod config;
 mod fuzz;
+mod hardening;
 mod headers;
 mod memory;
 mod snapshot;

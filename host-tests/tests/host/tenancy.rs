@@ -14,7 +14,7 @@ fn tenant_mode_refusals_and_status_codes() {
     refuses_what_tenants_may_not_see(&mut vm, &Upstream::ok(TEXT, &body, 512));
     passes_health_and_the_tenants_own_pod_logs_untouched(&mut vm);
     refuses_unreadable_responses_with_502(&mut vm, &body);
-    passes_non_2xx_unchanged(&mut vm);
+    withholds_the_body_of_non_2xx(&mut vm);
     resets_a_body_refused_mid_stream(&mut vm);
 
     assert_eq!(proxy.metric(m::REFUSED_CONTENT_ENCODING), Some(1));
@@ -24,37 +24,40 @@ fn tenant_mode_refusals_and_status_codes() {
     assert!(vm.failed().is_none());
 }
 
-/// 403 with a one-line plain-text reason, and nothing goes upstream.
+/// Answered as a kubelet answers a path it does not serve (404, Go's body), the
+/// one-line reason in `x-kubelet-scope-denied`, and nothing goes upstream.
 fn refuses_what_tenants_may_not_see(vm: &mut Vm, ok: &Upstream) {
     for (path, tenant, status, reason) in [
-        ("/metrics/cadvisor", None, 403, "no tenant"),
-        ("/metrics/cadvisor", Some("nobody"), 403, "unknown tenant"),
-        ("/configz", Some("acme"), 403, "not available to tenants"),
-        ("/logs/", Some("acme"), 403, "not available to tenants"),
+        ("/metrics/cadvisor", None, 404, "no tenant"),
+        ("/metrics/cadvisor", Some("nobody"), 404, "unknown tenant"),
+        ("/configz", Some("acme"), 404, "not available to tenants"),
+        ("/logs/", Some("acme"), 404, "not available to tenants"),
         (
             "/debug/pprof/",
             Some("acme"),
-            403,
+            404,
             "not available to tenants",
         ),
-        ("/exec/default/web-0/c", Some("acme"), 403, "exec"),
+        ("/exec/default/web-0/c", Some("acme"), 404, "exec"),
         (
             "/containerLogs/kube-system/x/y",
             Some("acme"),
-            403,
+            404,
             "not owned",
         ),
-        ("/metrics/../configz", Some("acme"), 403, "not available"),
+        (
+            "/metrics/../configz",
+            Some("acme"),
+            404,
+            "not a kubelet path",
+        ),
     ] {
         let ex = fetch(vm, path, &tenant_header(tenant), ok);
         assert_eq!(ex.status, status, "{path} {tenant:?}");
         assert!(ex.upstream_request.is_none(), "{path} went upstream");
-        assert!(
-            ex.body_text().contains(reason),
-            "{path}: {}",
-            ex.body_text()
-        );
-        assert!(ex.body_text().ends_with('\n'));
+        let why = ex.header("x-kubelet-scope-denied").unwrap_or_default();
+        assert!(why.contains(reason), "{path}: {why}");
+        assert_eq!(ex.body_text(), "404 page not found\n", "{path}");
         assert_eq!(
             ex.header("content-type").as_deref(),
             Some("text/plain; charset=utf-8")
@@ -94,11 +97,9 @@ fn refuses_unreadable_responses_with_502(vm: &mut Vm, body: &[u8]) {
         .push((b"content-encoding".to_vec(), b"gzip".to_vec()));
     let ex = fetch(vm, "/metrics/probes", &[("x-tenant", "acme")], &gz);
     assert_eq!(ex.status, 502);
-    assert!(
-        ex.body_text().contains("content-encoding"),
-        "{}",
-        ex.body_text()
-    );
+    assert_eq!(ex.body_text(), "Bad Gateway\n");
+    let why = ex.header("x-kubelet-scope-denied").unwrap_or_default();
+    assert!(why.contains("content-encoding"), "{why}");
     let proto = Upstream::ok(
         "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
         body,
@@ -106,7 +107,8 @@ fn refuses_unreadable_responses_with_502(vm: &mut Vm, body: &[u8]) {
     );
     let ex = fetch(vm, "/metrics/probes", &[("x-tenant", "acme")], &proto);
     assert_eq!(ex.status, 502);
-    assert!(ex.body_text().contains("content-type"));
+    let why = ex.header("x-kubelet-scope-denied").unwrap_or_default();
+    assert!(why.contains("content-type"), "{why}");
     let mut no_type = Upstream::ok(TEXT, body, 512);
     no_type.headers.retain(|(k, _)| k != b"content-type");
     assert_eq!(
@@ -115,7 +117,9 @@ fn refuses_unreadable_responses_with_502(vm: &mut Vm, body: &[u8]) {
     );
 }
 
-fn passes_non_2xx_unchanged(vm: &mut Vm) {
+/// A kubelet error keeps its status; its body (which can name other tenants'
+/// namespaces) does not reach the tenant.
+fn withholds_the_body_of_non_2xx(vm: &mut Vm) {
     let mut err = Upstream::ok(
         "text/plain",
         b"Internal Error: namespace=\"kube-system\"\n",
@@ -124,7 +128,7 @@ fn passes_non_2xx_unchanged(vm: &mut Vm) {
     err.headers[0].1 = b"500".to_vec();
     let ex = fetch(vm, "/metrics/cadvisor", &[("x-tenant", "acme")], &err);
     assert_eq!(ex.status, 500);
-    assert_eq!(ex.body, b"Internal Error: namespace=\"kube-system\"\n");
+    assert_eq!(ex.body, b"Internal Server Error\n");
 }
 
 /// A body the rewriter refuses mid-stream (a line over 1 MiB) resets the stream
@@ -159,14 +163,14 @@ fn no_snapshot_yet_is_503_with_retry_after_in_tenant_mode_and_open_in_injection_
     assert_eq!(ex.status, 503);
     assert_eq!(ex.header("retry-after").as_deref(), Some("5"));
     assert_eq!(proxy.metric(m::REFUSED_UNAVAILABLE), Some(1));
-    // Paths refused anyway stay 403, health stays up.
+    // Paths refused anyway stay denied (404), health stays up.
     let ex = fetch(
         &mut vm,
         "/configz",
         &[("x-tenant", "acme")],
         &Upstream::ok("text/plain", b"x", 1),
     );
-    assert_eq!(ex.status, 403);
+    assert_eq!(ex.status, 404);
     let ex = fetch(
         &mut vm,
         "/healthz",
@@ -202,18 +206,27 @@ fn injection_mode_passes_unreadable_responses_and_counts_them() {
     assert_eq!(ex.header("content-encoding").as_deref(), Some("gzip"));
     assert!(ex.header("content-length").is_some());
     assert_eq!(proxy.metric(m::UNREADABLE_PASSED), Some(1));
-    // Every path passes in injection mode; only metrics are rewritten.
-    for path in ["/configz", "/exec/a/b/c", "/pods"] {
+    // The read endpoints pass in injection mode; only metrics are rewritten.
+    let ex = fetch(
+        &mut vm,
+        "/pods",
+        &[],
+        &Upstream::ok("application/json", b"{}", 1),
+    );
+    assert_eq!((ex.status, ex.body.as_slice()), (200, &b"{}"[..]));
+    assert_eq!(
+        ex.upstream_header("accept-encoding").as_deref(),
+        Some("gzip")
+    );
+    // Everything else is denied there too (`nodes/proxy` with the node's token).
+    for path in ["/configz", "/exec/a/b/c", "/run/kube-system/etcd/etcd"] {
         let ex = fetch(
             &mut vm,
             path,
             &[],
             &Upstream::ok("application/json", b"{}", 1),
         );
-        assert_eq!((ex.status, ex.body.as_slice()), (200, &b"{}"[..]), "{path}");
-        assert_eq!(
-            ex.upstream_header("accept-encoding").as_deref(),
-            Some("gzip")
-        );
+        assert_eq!(ex.status, 404, "{path}");
+        assert!(ex.upstream_request.is_none(), "{path} went upstream");
     }
 }
