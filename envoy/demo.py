@@ -5,11 +5,13 @@ serving real captures (an EKS 1.21 node's /metrics/cadvisor, a minikube node's /
 and /stats/summary), and Envoy with the filter (envoy/local.yaml, the example plugin
 configurations). Prints a before/after, then keeps the stack running with the curl
 commands to try, until Ctrl-C (or exits at once with --no-wait).
+
+Everything it starts or reads goes through envoy/e2e/stack.py, the harness the
+end-to-end tests use; this file only chooses what to show.
 """
 
 import argparse
 import collections
-import json
 import re
 import signal
 import sys
@@ -24,21 +26,18 @@ CADVISOR = "cadvisor-k8s1.21-eks-docker-datadog.txt"
 PODS = "pods-k8s1.35-minikube-containerd2.2-nri.json"
 SUMMARY = "stats-summary-k8s1.35-minikube-containerd2.2-nri.json"
 TENANTS = ("acme", "globex", "platform")
-NAMESPACE = re.compile(r'[{,]namespace="([^"]*)"')
 
 
 def per_namespace(body):
-    counts = collections.Counter()
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            m = NAMESPACE.search(line)
-            name = m.group(1) if m else "(no namespace label)"
-            counts[name or '(namespace="")'] += 1
-    return counts
+    """Series per namespace of a Prometheus text body."""
+    return collections.Counter(
+        "(no namespace label)" if ns is None else ns or '(namespace="")'
+        for ns in stack.series_namespaces(body)
+    )
 
 
 def pods_per_namespace(body):
-    return collections.Counter(i["metadata"]["namespace"] for i in json.loads(body)["items"])
+    return collections.Counter(stack.json_namespaces("/pods", body))
 
 
 def table(title, unit, columns):

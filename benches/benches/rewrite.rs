@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use kubelet_scope_benches::native::Native;
 use kubelet_scope_benches::{
     bodies, cases, guest_path, synthetic, Body, Kind, WasmGuest, CHUNK, INJECT_CONFIG,
@@ -34,6 +35,26 @@ fn record(body: &str, case: &str, runtime: &'static str, elapsed: Duration, iter
     });
 }
 
+/// Times `iters` runs of `run` for criterion and records the sample for the table.
+/// Generic over `run`, so the loop compiles as if written out at each call.
+fn timed(
+    body: &str,
+    case: &str,
+    runtime: &'static str,
+    iters: u64,
+    mut run: impl FnMut(),
+) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        run();
+    }
+    let elapsed = start.elapsed();
+    record(body, case, runtime, elapsed, iters);
+    elapsed
+}
+
+type Group<'a> = BenchmarkGroup<'a, WallTime>;
+
 fn main() {
     let snapshot = synthetic::snapshot();
     let bodies = bodies();
@@ -47,89 +68,105 @@ fn main() {
     for body in &bodies {
         let mut group = criterion.benchmark_group(body.name);
         group.throughput(Throughput::Bytes(body.bytes.len() as u64));
-
         let mut out = Vec::with_capacity(body.bytes.len() * 2);
-        group.bench_function(BenchmarkId::new("memcpy", "native"), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    out.clear();
-                    out.extend_from_slice(black_box(&body.bytes));
-                    black_box(&out);
-                }
-                let elapsed = start.elapsed();
-                record(body.name, "memcpy", "native", elapsed, iters);
-                elapsed
-            })
-        });
-        guest
-            .prepare(INJECT_CONFIG, &snapshot, None, &body.bytes)
-            .unwrap_or_else(|e| panic!("{e}"));
-        group.bench_function(BenchmarkId::new("memcpy", "wasm"), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(guest.copy().unwrap_or_else(|e| panic!("{e}")));
-                }
-                let elapsed = start.elapsed();
-                record(body.name, "memcpy", "wasm", elapsed, iters);
-                elapsed
-            })
-        });
-
+        bench_memcpy(&mut group, body, &mut guest, &snapshot, &mut out);
         for (case, config, tenant) in cases(body.kind) {
             let native = Native::new(config, &snapshot, tenant);
-            native.rewrite(body.kind, &body.bytes, CHUNK, &mut out);
-            assert!(
-                out.len() != body.bytes.len() || case == "memcpy",
-                "{}: {case} changed nothing",
-                body.name
-            );
             guest
                 .prepare(config, &snapshot, tenant, &body.bytes)
                 .unwrap_or_else(|e| panic!("{e}"));
-            let len = guest
-                .rewrite(body.kind, CHUNK as u32)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let wasm_out = guest.output(len).unwrap_or_else(|e| panic!("{e}"));
-            assert!(
-                wasm_out == out,
-                "{}: {case}: wasm and native outputs differ",
-                body.name
-            );
-
-            group.bench_function(BenchmarkId::new(case, "native"), |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        native.rewrite(body.kind, black_box(&body.bytes), CHUNK, &mut out);
-                        black_box(&out);
-                    }
-                    let elapsed = start.elapsed();
-                    record(body.name, case, "native", elapsed, iters);
-                    elapsed
-                })
-            });
-            group.bench_function(BenchmarkId::new(case, "wasm"), |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(
-                            guest
-                                .rewrite(body.kind, CHUNK as u32)
-                                .unwrap_or_else(|e| panic!("{e}")),
-                        );
-                    }
-                    let elapsed = start.elapsed();
-                    record(body.name, case, "wasm", elapsed, iters);
-                    elapsed
-                })
-            });
+            native_and_wasm_agree(body, case, &native, &mut guest, &mut out);
+            bench_case(&mut group, body, case, &native, &mut guest, &mut out);
         }
         group.finish();
     }
     criterion.final_summary();
     summarize(&bodies);
+}
+
+/// The baseline of every ratio: copying the body, natively and inside the guest.
+fn bench_memcpy(
+    group: &mut Group,
+    body: &Body,
+    guest: &mut WasmGuest,
+    snapshot: &[u8],
+    out: &mut Vec<u8>,
+) {
+    group.bench_function(BenchmarkId::new("memcpy", "native"), |b| {
+        b.iter_custom(|iters| {
+            timed(body.name, "memcpy", "native", iters, || {
+                out.clear();
+                out.extend_from_slice(black_box(&body.bytes));
+                black_box(&*out);
+            })
+        })
+    });
+    guest
+        .prepare(INJECT_CONFIG, snapshot, None, &body.bytes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    group.bench_function(BenchmarkId::new("memcpy", "wasm"), |b| {
+        b.iter_custom(|iters| {
+            timed(body.name, "memcpy", "wasm", iters, || {
+                black_box(guest.copy().unwrap_or_else(|e| panic!("{e}")));
+            })
+        })
+    });
+}
+
+/// Before timing a case: it changes the body, and the guest (prepared for it)
+/// writes exactly what the native build writes.
+fn native_and_wasm_agree(
+    body: &Body,
+    case: &str,
+    native: &Native,
+    guest: &mut WasmGuest,
+    out: &mut Vec<u8>,
+) {
+    native.rewrite(body.kind, &body.bytes, CHUNK, out);
+    assert!(
+        out.len() != body.bytes.len() || case == "memcpy",
+        "{}: {case} changed nothing",
+        body.name
+    );
+    let len = guest
+        .rewrite(body.kind, CHUNK as u32)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let wasm_out = guest.output(len).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        wasm_out == *out,
+        "{}: {case}: wasm and native outputs differ",
+        body.name
+    );
+}
+
+/// One case (inject, filter) timed natively and inside the guest prepared for it.
+fn bench_case(
+    group: &mut Group,
+    body: &Body,
+    case: &str,
+    native: &Native,
+    guest: &mut WasmGuest,
+    out: &mut Vec<u8>,
+) {
+    group.bench_function(BenchmarkId::new(case, "native"), |b| {
+        b.iter_custom(|iters| {
+            timed(body.name, case, "native", iters, || {
+                native.rewrite(body.kind, black_box(&body.bytes), CHUNK, out);
+                black_box(&*out);
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new(case, "wasm"), |b| {
+        b.iter_custom(|iters| {
+            timed(body.name, case, "wasm", iters, || {
+                black_box(
+                    guest
+                        .rewrite(body.kind, CHUNK as u32)
+                        .unwrap_or_else(|e| panic!("{e}")),
+                );
+            })
+        })
+    });
 }
 
 fn summarize(bodies: &[Body]) {

@@ -109,10 +109,7 @@ pub fn pod_list(pods: usize) -> Vec<u8> {
     }
     let items: Vec<Value> = (0..pods)
         .map(|i| {
-            let mut item = templates[i % templates.len()].clone();
-            let name = format!("{}-{i}", item["metadata"]["name"].as_str().unwrap_or("pod"));
-            item["metadata"]["name"] = json!(name);
-            item["metadata"]["namespace"] = json!(namespace(i));
+            let mut item = clone_pod(&templates, i, "metadata");
             // What `kubectl apply` leaves on most workloads: the applied spec again.
             let applied =
                 serde_json::to_string(&json!({"metadata": item["metadata"], "spec": item["spec"]}))
@@ -137,14 +134,19 @@ pub fn stats_summary(pods: usize) -> Vec<u8> {
     .expect("parses");
     let templates = summary["pods"].as_array().cloned().unwrap_or_default();
     let scaled: Vec<Value> = (0..pods)
-        .map(|i| {
-            let mut pod = templates[i % templates.len()].clone();
-            let name = format!("{}-{i}", pod["podRef"]["name"].as_str().unwrap_or("pod"));
-            pod["podRef"]["name"] = json!(name);
-            pod["podRef"]["namespace"] = json!(namespace(i));
-            pod
-        })
+        .map(|i| clone_pod(&templates, i, "podRef"))
         .collect();
     summary["pods"] = json!(scaled);
     serde_json::to_vec_pretty(&summary).expect("serializes")
+}
+
+/// Pod `i` of a synthetic node: template `i` (cycling), its name made unique and
+/// its namespace set to [`namespace`]`(i)`, both under `reference` (`metadata` of a
+/// `/pods` item, `podRef` of a `/stats/summary` pod).
+fn clone_pod(templates: &[Value], i: usize, reference: &str) -> Value {
+    let mut pod = templates[i % templates.len()].clone();
+    let name = format!("{}-{i}", pod[reference]["name"].as_str().unwrap_or("pod"));
+    pod[reference]["name"] = json!(name);
+    pod[reference]["namespace"] = json!(namespace(i));
+    pod
 }

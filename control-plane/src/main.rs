@@ -3,6 +3,10 @@
 //!
 //! Exit codes: 0 success, 2 usage or invalid configuration/snapshot, 3 the filter
 //! would refuse the request or fail closed.
+//!
+//! This file owns the command line and the exit codes only: each subcommand's work
+//! lives in its module (`serve`, `tools`), and nothing here may re-implement what
+//! the filter crate decides.
 
 use std::process::ExitCode;
 

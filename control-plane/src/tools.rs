@@ -1,4 +1,10 @@
-//! Offline tools over the filter's own modules.
+//! Offline tools over the filter's own modules: `rewrite`, `check-config`,
+//! `label-name`.
+//!
+//! They call the filter crate's configuration, policy and rewriters exactly as the
+//! wasm build does and must not re-implement any of it, so a capture rewritten here
+//! is byte for byte what Envoy would send. `rewrite` must not write a partial body:
+//! output goes out only once the whole body was rewritten.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -3,10 +3,15 @@
 //! Ignored by plain `cargo test`: they need the apiserver built from Debian's
 //! sources by `hack/kube-apiserver.sh build` (cached in .cache/). Run them with
 //! `make control-plane-it` (or `cargo test -p kubelet-scope --test apiserver -- --ignored`).
+//!
+//! Each test owns its cluster and its `serve`; what they share (starting them,
+//! long-polls, waits on metrics) lives in `support/`. They change the cluster only
+//! through the apiserver, as users do.
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -16,6 +21,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Pos
 use kube::core::GroupVersionKind;
 use kube::discovery::{pinned_kind, Scope};
 use kube::{Api, Client};
+use kubelet_scope_filter::snapshot::Snapshot;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -75,44 +81,22 @@ async fn delete_ns(client: &Client, name: &str) {
     );
 }
 
-/// Holds a long-poll on `version` and returns when it is answered.
-fn long_poll(serve: &Serve, version: &str) -> tokio::task::JoinHandle<(StatusCode, Instant)> {
-    let base = serve.base.clone();
-    let version = version.to_string();
-    tokio::spawn(async move {
-        let r = reqwest::Client::new()
-            .get(format!("{base}/v1/snapshot?waitSeconds=30"))
-            .header("if-none-match", format!("\"{version}\""))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), Instant::now())
-    })
-}
-
 /// Makes a change while a long-poll waits on `version`; asserts the long-poll is
 /// answered 200 within [`FOLLOW`] of issuing the API call; returns the new snapshot.
 async fn change_and_follow<F: std::future::Future<Output = ()>>(
     serve: &Serve,
     version: &str,
     change: F,
-) -> kubelet_scope_filter::snapshot::Snapshot {
-    let poll = long_poll(serve, version);
+) -> Snapshot {
+    let poll = serve.long_poll(version, 30);
     // Let the request reach the server and start waiting.
-    let logs = || serve.logs();
-    eventually(
-        "long-poll waiting",
-        Duration::from_secs(5),
-        logs,
-        || async {
-            serve
-                .metric("kubelet_scope_long_polls_waiting")
-                .await
-                .unwrap_or(0.0)
-                >= 1.0
-        },
-    )
-    .await;
+    serve
+        .wait_counted(
+            "long-poll waiting",
+            "kubelet_scope_long_polls_waiting",
+            Duration::from_secs(5),
+        )
+        .await;
     let changed = Instant::now();
     change.await;
     let (status, answered) = tokio::time::timeout(Duration::from_secs(10), poll)
@@ -133,14 +117,26 @@ async fn change_and_follow<F: std::future::Future<Output = ()>>(
     s
 }
 
+/// etcd and apiserver `main` (with `extra_args`) holding `namespaces` (name,
+/// labels), and `serve` watching it as the admin, ready.
+async fn watched(
+    extra_args: &str,
+    namespaces: &[(&str, &[(&str, &str)])],
+) -> (Cluster, Client, Serve) {
+    let cluster = Cluster::start(extra_args);
+    let admin = cluster.admin("main").await;
+    for (name, labels) in namespaces {
+        create_ns(&admin, name, labels).await;
+    }
+    let serve = cluster.serve(EXPORT_ARGS, cluster.port("main"));
+    serve.wait_ready(Duration::from_secs(20)).await;
+    (cluster, admin, serve)
+}
+
 #[tokio::test]
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn follows_namespace_changes_and_wakes_long_polls() {
-    let cluster = Cluster::start("");
-    let admin = cluster.admin("main").await;
-    let kubeconfig = cluster.kubeconfig(cluster.port("main"), "admin-token", "serve.kubeconfig");
-    let serve = Serve::start(EXPORT_ARGS, Some(&kubeconfig), cluster.dir.path());
-    serve.wait_ready(Duration::from_secs(20)).await;
+    let (_cluster, admin, serve) = watched("", &[]).await;
     let s0 = serve.current().await;
     for system in ["default", "kube-system", "kube-public"] {
         assert!(
@@ -148,13 +144,24 @@ async fn follows_namespace_changes_and_wakes_long_polls() {
             "{system} missing: {s0:?}"
         );
     }
+    let s1 = a_created_namespace_brings_exported_keys_only(&serve, &admin, &s0).await;
+    let s2 = an_exported_label_change_is_followed(&serve, &admin, &s1).await;
+    unexported_edits_keep_the_version(&serve, &admin, &s2).await;
+    let s4 = removal_and_deletion_are_followed(&serve, &admin, &s2).await;
+    metrics_show_the_snapshot_and_no_restart(&serve, &s4).await;
+}
 
-    // Create: exported keys only.
+/// Create: exported keys only.
+async fn a_created_namespace_brings_exported_keys_only(
+    serve: &Serve,
+    admin: &Client,
+    s0: &Snapshot,
+) -> Snapshot {
     let s1 = change_and_follow(
-        &serve,
+        serve,
         &s0.version,
         create_ns(
-            &admin,
+            admin,
             "shop",
             &[
                 ("team", "frontend"),
@@ -173,19 +180,29 @@ async fn follows_namespace_changes_and_wakes_long_polls() {
             ("acme.io/cost", "42")
         ])
     );
+    s1
+}
 
-    // Relabel.
+/// Relabel.
+async fn an_exported_label_change_is_followed(
+    serve: &Serve,
+    admin: &Client,
+    s1: &Snapshot,
+) -> Snapshot {
     let s2 = change_and_follow(
-        &serve,
+        serve,
         &s1.version,
-        patch_labels(&admin, "shop", json!({"team": "checkout"})),
+        patch_labels(admin, "shop", json!({"team": "checkout"})),
     )
     .await;
     assert_eq!(s2.namespaces["shop"].labels["team"], "checkout");
+    s2
+}
 
-    // Unrelated label edits (unexported keys) do not bump the version: a long-poll
-    // held on it times out with 304.
-    patch_labels(&admin, "shop", json!({"owner": "alice", "other.io/x": "1"})).await;
+/// Unrelated label edits (unexported keys) do not bump the version: a long-poll
+/// held on it times out with 304.
+async fn unexported_edits_keep_the_version(serve: &Serve, admin: &Client, s2: &Snapshot) {
+    patch_labels(admin, "shop", json!({"owner": "alice", "other.io/x": "1"})).await;
     let r = serve.snapshot(Some(&s2.version), Some(2)).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     assert_eq!(r.etag.as_deref(), Some(s2.version.as_str()));
@@ -199,20 +216,29 @@ async fn follows_namespace_changes_and_wakes_long_polls() {
         "the edit did happen"
     );
     assert_eq!(serve.current().await.version, s2.version);
+}
 
-    // Removing an exported label is a change.
+/// Removing an exported label is a change, and so is deleting the namespace.
+async fn removal_and_deletion_are_followed(
+    serve: &Serve,
+    admin: &Client,
+    s2: &Snapshot,
+) -> Snapshot {
     let s3 = change_and_follow(
-        &serve,
+        serve,
         &s2.version,
-        patch_labels(&admin, "shop", json!({"acme.io/cost": null})),
+        patch_labels(admin, "shop", json!({"acme.io/cost": null})),
     )
     .await;
     assert!(!s3.namespaces["shop"].labels.contains_key("acme.io/cost"));
 
     // Delete (finalized by hand: no controller-manager here).
-    let s4 = change_and_follow(&serve, &s3.version, delete_ns(&admin, "shop")).await;
+    let s4 = change_and_follow(serve, &s3.version, delete_ns(admin, "shop")).await;
     assert!(!s4.namespaces.contains_key("shop"));
+    s4
+}
 
+async fn metrics_show_the_snapshot_and_no_restart(serve: &Serve, s4: &Snapshot) {
     let m = serve.metrics().await;
     assert!(
         m.contains(&format!(
@@ -233,9 +259,8 @@ async fn follows_namespace_changes_and_wakes_long_polls() {
 async fn not_ready_until_the_first_list_completes() {
     let cluster = Cluster::etcd("");
     let port = support::free_port();
-    let kubeconfig = cluster.kubeconfig(port, "admin-token", "serve.kubeconfig");
     // The apiserver is not up yet: serve runs, is healthy, but not ready.
-    let serve = Serve::start(EXPORT_ARGS, Some(&kubeconfig), cluster.dir.path());
+    let serve = cluster.serve(EXPORT_ARGS, port);
     let logs = || serve.logs();
     eventually(
         "watch errors counted",
@@ -243,11 +268,7 @@ async fn not_ready_until_the_first_list_completes() {
         logs,
         || async {
             serve.status("/healthz").await == Some(StatusCode::OK)
-                && serve
-                    .metric("kubelet_scope_watch_errors_total")
-                    .await
-                    .unwrap_or(0.0)
-                    >= 1.0
+                && serve.count("kubelet_scope_watch_errors_total").await >= 1.0
         },
     )
     .await;
@@ -280,31 +301,19 @@ async fn not_ready_until_the_first_list_completes() {
 #[tokio::test]
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn keeps_serving_through_an_apiserver_restart() {
-    let cluster = Cluster::start("");
+    let (cluster, admin, serve) = watched("", &[("before", &[("team", "a")])]).await;
     let port = cluster.port("main");
-    let admin = cluster.admin("main").await;
-    create_ns(&admin, "before", &[("team", "a")]).await;
-    let kubeconfig = cluster.kubeconfig(port, "admin-token", "serve.kubeconfig");
-    let serve = Serve::start(EXPORT_ARGS, Some(&kubeconfig), cluster.dir.path());
-    serve.wait_ready(Duration::from_secs(20)).await;
     let s0 = serve.current().await;
     assert_eq!(s0.namespaces["before"].labels["team"], "a");
 
     cluster.stop("main");
-    let logs = || serve.logs();
-    eventually(
-        "watch error counted",
-        Duration::from_secs(10),
-        logs,
-        || async {
-            serve
-                .metric("kubelet_scope_watch_errors_total")
-                .await
-                .unwrap_or(0.0)
-                >= 1.0
-        },
-    )
-    .await;
+    serve
+        .wait_counted(
+            "watch error counted",
+            "kubelet_scope_watch_errors_total",
+            Duration::from_secs(10),
+        )
+        .await;
     // Meanwhile the last snapshot stays served, long-polls keep working.
     assert_eq!(serve.current().await, s0);
     assert_eq!(serve.status("/readyz").await, Some(StatusCode::OK));
@@ -317,7 +326,7 @@ async fn keeps_serving_through_an_apiserver_restart() {
     eventually(
         "snapshot follows after the restart",
         RECOVER,
-        logs,
+        || serve.logs(),
         || async {
             let s = serve.current().await;
             s.namespaces
@@ -346,14 +355,15 @@ async fn relists_after_etcd_compaction_without_losing_events() {
     // Without the watch cache the apiserver serves watches straight from etcd, so a
     // resume from a compacted revision is answered `410 Gone` because of etcd
     // compaction (not because of a fresh watch cache).
-    let cluster = Cluster::start("--watch-cache=false");
+    let (cluster, admin, serve) = watched(
+        "--watch-cache=false",
+        &[
+            ("relabelled", &[("team", "a")]),
+            ("deleted", &[("team", "gone")]),
+        ],
+    )
+    .await;
     let port = cluster.port("main");
-    let admin = cluster.admin("main").await;
-    create_ns(&admin, "relabelled", &[("team", "a")]).await;
-    create_ns(&admin, "deleted", &[("team", "gone")]).await;
-    let kubeconfig = cluster.kubeconfig(port, "admin-token", "serve.kubeconfig");
-    let serve = Serve::start(EXPORT_ARGS, Some(&kubeconfig), cluster.dir.path());
-    serve.wait_ready(Duration::from_secs(20)).await;
     let s0 = serve.current().await;
     assert!(s0.namespaces.contains_key("deleted"));
 
@@ -371,11 +381,7 @@ async fn relists_after_etcd_compaction_without_losing_events() {
     cluster.start_apiserver("main", Some(port));
     let logs = || serve.logs();
     eventually("relist after 410", RECOVER, logs, || async {
-        serve
-            .metric("kubelet_scope_watch_restarts_total")
-            .await
-            .unwrap_or(0.0)
-            >= 1.0
+        serve.count("kubelet_scope_watch_restarts_total").await >= 1.0
             && serve.current().await.namespaces.contains_key("created")
     })
     .await;
@@ -442,6 +448,22 @@ async fn token(client: &Client, namespace: &str, account: &str) -> String {
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn works_with_exactly_the_deploy_cluster_role() {
     let objects = deploy_objects();
+    the_deploy_cluster_role_is_list_watch_on_namespaces(&objects);
+
+    let cluster = Cluster::start("");
+    let admin = cluster.admin("main").await;
+    // Every object of the manifest is accepted by a real apiserver.
+    for obj in &objects {
+        apply(&admin, obj).await;
+    }
+    create_ns(&admin, "shop", &[("tenant", "acme")]).await;
+
+    an_unbound_service_account_is_refused(&cluster, &admin).await;
+    let kc = the_deploy_service_account_follows(&cluster, &admin).await;
+    the_deploy_token_can_do_nothing_else(&kc).await;
+}
+
+fn the_deploy_cluster_role_is_list_watch_on_namespaces(objects: &[DynamicObject]) {
     let role = objects
         .iter()
         .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "ClusterRole"))
@@ -451,17 +473,10 @@ async fn works_with_exactly_the_deploy_cluster_role() {
         json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]),
         "the control plane's role is list/watch on namespaces and nothing else"
     );
+}
 
-    let cluster = Cluster::start("");
-    let port = cluster.port("main");
-    let admin = cluster.admin("main").await;
-    // Every object of the manifest is accepted by a real apiserver.
-    for obj in &objects {
-        apply(&admin, obj).await;
-    }
-    create_ns(&admin, "shop", &[("tenant", "acme")]).await;
-
-    // A service account without the binding is refused: not ready, errors counted.
+/// A service account without the binding is refused: not ready, errors counted.
+async fn an_unbound_service_account_is_refused(cluster: &Cluster, admin: &Client) {
     let unbound = ServiceAccount {
         metadata: ObjectMeta {
             name: Some("unbound".into()),
@@ -474,34 +489,30 @@ async fn works_with_exactly_the_deploy_cluster_role() {
         .await
         .unwrap();
     let kc = cluster.kubeconfig(
-        port,
-        &token(&admin, "kubelet-scope", "unbound").await,
+        cluster.port("main"),
+        &token(admin, "kubelet-scope", "unbound").await,
         "unbound.kubeconfig",
     );
     let refused = Serve::start(EXPORT_ARGS, Some(&kc), cluster.dir.path());
-    let logs = || refused.logs();
-    eventually(
-        "forbidden watch counted",
-        Duration::from_secs(10),
-        logs,
-        || async {
-            refused
-                .metric("kubelet_scope_watch_errors_total")
-                .await
-                .unwrap_or(0.0)
-                >= 1.0
-        },
-    )
-    .await;
+    refused
+        .wait_counted(
+            "forbidden watch counted",
+            "kubelet_scope_watch_errors_total",
+            Duration::from_secs(10),
+        )
+        .await;
     assert_eq!(
         refused.status("/readyz").await,
         Some(StatusCode::SERVICE_UNAVAILABLE)
     );
+}
 
-    // The deploy/ service account, bound by the deploy/ ClusterRoleBinding, works.
+/// The deploy/ service account, bound by the deploy/ ClusterRoleBinding, works;
+/// returns its kubeconfig.
+async fn the_deploy_service_account_follows(cluster: &Cluster, admin: &Client) -> PathBuf {
     let kc = cluster.kubeconfig(
-        port,
-        &token(&admin, "kubelet-scope", "kubelet-scope").await,
+        cluster.port("main"),
+        &token(admin, "kubelet-scope", "kubelet-scope").await,
         "scope.kubeconfig",
     );
     let serve = Serve::start(EXPORT_ARGS, Some(&kc), cluster.dir.path());
@@ -511,7 +522,7 @@ async fn works_with_exactly_the_deploy_cluster_role() {
     let s1 = change_and_follow(
         &serve,
         &s0.version,
-        patch_labels(&admin, "shop", json!({"tenant": "globex"})),
+        patch_labels(admin, "shop", json!({"tenant": "globex"})),
     )
     .await;
     assert_eq!(s1.namespaces["shop"].labels["tenant"], "globex");
@@ -519,9 +530,12 @@ async fn works_with_exactly_the_deploy_cluster_role() {
         serve.metric("kubelet_scope_watch_errors_total").await,
         Some(0.0)
     );
+    kc
+}
 
-    // And that token can do nothing else.
-    let scoped = support::client_for(&kc).await;
+/// And that token can do nothing else.
+async fn the_deploy_token_can_do_nothing_else(kc: &Path) {
+    let scoped = support::client_for(kc).await;
     let err = Api::<Namespace>::all(scoped.clone())
         .get("shop")
         .await

@@ -2,6 +2,9 @@
 //! chunk-size invariance, and every rewritten capture accepted by Prometheus' own
 //! parser (`promtool check metrics`, from Debian's `prometheus` package, which
 //! `make test` unpacks into `.cache/` and passes as `PROMTOOL`).
+//!
+//! Only the binary is run, as a user runs it: these tests must not call the crate's
+//! functions directly, so that argument parsing and exit codes are covered too.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -191,25 +194,81 @@ fn chunk_size_does_not_change_the_output() {
     }
 }
 
+/// The files `exit_codes` runs `rewrite` with, removed on drop.
+struct ExitCase {
+    _files: Files,
+    snapshot: String,
+    tenant: String,
+    both: String,
+    bad: String,
+}
+
+/// The body `exit_codes` rewrites: one series of `scraper` (acme's), one of
+/// `kube-system` (ops').
+const EXIT_BODY: &[u8] = b"m{namespace=\"scraper\"} 1\nm{namespace=\"kube-system\"} 2\n";
+
+impl ExitCase {
+    fn new() -> ExitCase {
+        let files = Files::new("exit");
+        ExitCase {
+            snapshot: files.write("snapshot.json", SNAPSHOT),
+            tenant: files.write("tenant.json", TENANT),
+            both: files.write("both.json", BOTH),
+            bad: files.write("bad.json", r#"{"tenancy":{"tenant":{"static":"a"},"staticNamespaces":{"a":[]},"allowPodScoped":true}}"#),
+            _files: files,
+        }
+    }
+
+    /// `kubelet-scope rewrite ARGS` on [`EXIT_BODY`].
+    fn rewrite(&self, args: &[&str]) -> Output {
+        cli(&[&["rewrite"], args].concat(), EXIT_BODY)
+    }
+
+    /// `rewrite` with the inject + static tenant configuration and the snapshot, for
+    /// `/metrics`, plus `extra`.
+    fn both_on_metrics(&self, extra: &[&str]) -> Output {
+        let args = [
+            "--config",
+            &self.both,
+            "--snapshot",
+            &self.snapshot,
+            "--path",
+            "/metrics",
+        ];
+        self.rewrite(&[&args[..], extra].concat())
+    }
+
+    /// `rewrite` of `body` for `path` as tenant acme (the header configuration).
+    fn as_acme(&self, path: &str, body: &[u8]) -> Output {
+        let args = [
+            "rewrite",
+            "--config",
+            &self.tenant,
+            "--snapshot",
+            &self.snapshot,
+        ];
+        cli(
+            &[&args[..], &["--path", path, "--tenant", "acme"]].concat(),
+            body,
+        )
+    }
+}
+
 #[test]
 fn exit_codes() {
-    let files = Files::new("exit");
-    let snapshot = files.write("snapshot.json", SNAPSHOT);
-    let tenant = files.write("tenant.json", TENANT);
-    let both = files.write("both.json", BOTH);
-    let bad = files.write("bad.json", r#"{"tenancy":{"tenant":{"static":"a"},"staticNamespaces":{"a":[]},"allowPodScoped":true}}"#);
-    let body = b"m{namespace=\"scraper\"} 1\nm{namespace=\"kube-system\"} 2\n";
-    let rewrite = |args: &[&str]| {
-        let mut all = vec!["rewrite"];
-        all.extend_from_slice(args);
-        cli(&all, body)
-    };
+    let case = ExitCase::new();
+    exit_0_writes_the_tenants_series(&case);
+    exit_2_for_invalid_input_and_usage(&case);
+    exit_3_for_refused_requests_with_the_reason(&case);
+    exit_3_for_bodies_the_filter_cannot_filter(&case);
+}
 
-    let ok = rewrite(&[
+fn exit_0_writes_the_tenants_series(case: &ExitCase) {
+    let ok = case.rewrite(&[
         "--config",
-        &tenant,
+        &case.tenant,
         "--snapshot",
-        &snapshot,
+        &case.snapshot,
         "--path",
         "/metrics",
         "--tenant",
@@ -217,49 +276,41 @@ fn exit_codes() {
     ]);
     assert_eq!(ok.status.code(), Some(0));
     assert_eq!(ok.stdout, b"m{namespace=\"scraper\"} 1\n");
+}
 
-    // 2: invalid configuration (the field is named), missing snapshot, usage.
-    let out = rewrite(&["--config", &bad, "--path", "/metrics"]);
+/// 2: invalid configuration (the field is named), missing snapshot, usage.
+fn exit_2_for_invalid_input_and_usage(case: &ExitCase) {
+    let out = case.rewrite(&["--config", &case.bad, "--path", "/metrics"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("allowPodScoped"));
-    let out = rewrite(&[
-        "--config", &tenant, "--path", "/metrics", "--tenant", "acme",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--snapshot"));
-    assert_eq!(rewrite(&["--config", &tenant]).status.code(), Some(2));
-    assert_eq!(
-        rewrite(&[
-            "--config",
-            &both,
-            "--snapshot",
-            &snapshot,
-            "--path",
-            "/metrics",
-            "--chunk-size",
-            "0"
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
-    let out = rewrite(&[
+    let out = case.rewrite(&[
         "--config",
-        &both,
-        "--snapshot",
-        &snapshot,
+        &case.tenant,
         "--path",
         "/metrics",
         "--tenant",
-        "ops",
+        "acme",
     ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--snapshot"));
+    assert_eq!(
+        case.rewrite(&["--config", &case.tenant]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        case.both_on_metrics(&["--chunk-size", "0"]).status.code(),
+        Some(2)
+    );
+    let out = case.both_on_metrics(&["--tenant", "ops"]);
     assert_eq!(
         out.status.code(),
         Some(2),
         "--tenant must match a static tenant"
     );
+}
 
-    // 3: refused, with the reason, and nothing on stdout.
+/// 3: refused, with the reason, and nothing on stdout.
+fn exit_3_for_refused_requests_with_the_reason(case: &ExitCase) {
     for (args, reason) in [
         (
             vec!["--path", "/configz", "--tenant", "acme"],
@@ -275,9 +326,14 @@ fn exit_codes() {
             "unknown tenant",
         ),
     ] {
-        let mut all = vec!["--config", tenant.as_str(), "--snapshot", snapshot.as_str()];
+        let mut all = vec![
+            "--config",
+            case.tenant.as_str(),
+            "--snapshot",
+            case.snapshot.as_str(),
+        ];
         all.extend(args);
-        let out = rewrite(&all);
+        let out = case.rewrite(&all);
         assert_eq!(out.status.code(), Some(3), "{all:?}");
         assert!(out.stdout.is_empty());
         assert!(
@@ -286,15 +342,11 @@ fn exit_codes() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Bodies the filter cannot filter, as tenant acme.
-    let as_acme = |path: &str, body: &[u8]| {
-        let args = ["rewrite", "--config", &tenant, "--snapshot", &snapshot];
-        cli(
-            &[&args[..], &["--path", path, "--tenant", "acme"]].concat(),
-            body,
-        )
-    };
-    let broken = as_acme(
+}
+
+/// Bodies the filter cannot filter, as tenant acme.
+fn exit_3_for_bodies_the_filter_cannot_filter(case: &ExitCase) {
+    let broken = case.as_acme(
         "/metrics",
         b"m{namespace=\"scraper\"} 1\nm{namespace=\"scraper\" 2\n",
     );
@@ -303,7 +355,7 @@ fn exit_codes() {
         broken.stdout.is_empty(),
         "a refused body must not be partly written"
     );
-    let json = as_acme(
+    let json = case.as_acme(
         "/pods",
         br#"{"kind":"PodList","items":[{"metadata":{"name":"x"}}]}"#,
     );

@@ -107,12 +107,11 @@ def start_regex_proxy(s, allowed):
     proc = stack.Process("regex-proxy", argv, s.dir)
 
     def up():
-        proc.check()
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
 
     try:
-        stack.wait_for("the regex proxy", up)
+        proc.wait_ready("the regex proxy", up)
     except BaseException:
         proc.stop()
         raise
@@ -133,16 +132,19 @@ class Route:
     def url(self):
         return f"http://127.0.0.1:{self.port}{self.path}"
 
+    def headers_for(self, fixture):
+        """The route's headers plus the stand-in's: `fixture` in CHUNK-byte chunks."""
+        return {**self.headers, "x-standin-fixture": fixture, "x-standin-chunk": str(CHUNK)}
+
     def get(self, fixture):
-        h = {**self.headers, "x-standin-fixture": fixture, "x-standin-chunk": str(CHUNK)}
-        return stack.request(self.port, self.path, h, timeout=60)
+        return stack.request(self.port, self.path, self.headers_for(fixture), timeout=60)
 
 
 def check_answers(routes, bodies, spec):
     """One request per route and body before timing anything: the unfiltered route
     returns the body unchanged, the filtered one only the tenant's namespaces with
     their team label. Returns body sizes per (route, fixture)."""
-    own = {n for n, labels in spec.items() if labels.get("tenant") == TENANT}
+    own = stack.namespaces_of_tenant(spec, TENANT)
     sizes = {}
     for fixture, path, _ in bodies:
         raw = path.read_bytes()
@@ -213,7 +215,7 @@ def read_wrk_report(path, connections):
 def wrk_run(wrk, route, fixture, connections, seconds, report):
     """One wrk run on `route`; returns the run's totals, latency histogram and the
     CPU seconds of the route's proxy and of the stand-in during it."""
-    headers = {**route.headers, "x-standin-fixture": fixture, "x-standin-chunk": str(CHUNK)}
+    headers = route.headers_for(fixture)
     argv = [
         wrk,
         f"-t{min(connections, 2)}",
@@ -475,50 +477,70 @@ def main(argv=None):
     )
     started = time.monotonic()
     with s:
-        s.wait_ready(TENANT)
-        allowed = sorted(n for n, labels in spec.items() if labels.get("tenant") == TENANT)
-        regex_port, regex = start_regex_proxy(s, allowed)
-        try:
-            envoy_pid, standin_pid = s.processes["envoy"].proc.pid, s.processes["kubelet"].proc.pid
-            routes = [
-                Route(
-                    "off",
-                    s.ports["tenant"],
-                    "/unfiltered" + KUBELET_PATH,
-                    {"proxy": envoy_pid, "stand-in": standin_pid},
-                ),
-                Route(
-                    "filter",
-                    s.ports["tenant"],
-                    KUBELET_PATH,
-                    {"proxy": envoy_pid, "stand-in": standin_pid},
-                ),
-                Route(
-                    "regex",
-                    regex_port,
-                    KUBELET_PATH,
-                    {"proxy": regex.proc.pid, "stand-in": standin_pid},
-                    {"authorization": "Bearer " + stack.NODE_TOKEN},
-                ),
-            ]
-            sizes = check_answers(routes, bodies, spec)
-            counters_before = envoy_counters(s)
-            print(
-                f"bench-envoy: {len(bodies)} bodies x {CONCURRENCIES} x {len(routes)} routes"
-                f" x {args.rounds} rounds x {args.seconds} s",
-                flush=True,
-            )
-            runs = measure(args.wrk, routes, bodies, args.rounds, args.seconds, workdir)
-            stats = {k: v - counters_before.get(k, 0) for k, v in envoy_counters(s).items()}
-        finally:
-            regex.stop()
+        runs, sizes, stats = run_all(s, args, bodies, spec, workdir)
+    return report(out, runs, bodies, sizes, stats, context, started)
+
+
+def routes_of(s, regex_port, regex_pid):
+    """Envoy without and with the filter, and the regex proxy; each route's CPU is
+    read from its proxy and from the stand-in."""
+    envoy_pid, standin_pid = s.processes["envoy"].proc.pid, s.processes["kubelet"].proc.pid
+    return [
+        Route(
+            "off",
+            s.ports["tenant"],
+            "/unfiltered" + KUBELET_PATH,
+            {"proxy": envoy_pid, "stand-in": standin_pid},
+        ),
+        Route(
+            "filter",
+            s.ports["tenant"],
+            KUBELET_PATH,
+            {"proxy": envoy_pid, "stand-in": standin_pid},
+        ),
+        Route(
+            "regex",
+            regex_port,
+            KUBELET_PATH,
+            {"proxy": regex_pid, "stand-in": standin_pid},
+            {"authorization": "Bearer " + stack.NODE_TOKEN},
+        ),
+    ]
+
+
+def run_all(s, args, bodies, spec, workdir):
+    """On the running stack `s`: the regex proxy beside it, every answer checked, then
+    every run timed. Returns the runs, the body sizes per route and Envoy's counters
+    during the runs."""
+    s.wait_ready(TENANT)
+    allowed = sorted(stack.namespaces_of_tenant(spec, TENANT))
+    regex_port, regex = start_regex_proxy(s, allowed)
+    try:
+        routes = routes_of(s, regex_port, regex.proc.pid)
+        sizes = check_answers(routes, bodies, spec)
+        counters_before = envoy_counters(s)
+        print(
+            f"bench-envoy: {len(bodies)} bodies x {CONCURRENCIES} x {len(routes)} routes"
+            f" x {args.rounds} rounds x {args.seconds} s",
+            flush=True,
+        )
+        runs = measure(args.wrk, routes, bodies, args.rounds, args.seconds, workdir)
+        stats = {k: v - counters_before.get(k, 0) for k, v in envoy_counters(s).items()}
+    finally:
+        regex.stop()
+    return runs, sizes, stats
+
+
+def report(out, runs, bodies, sizes, stats, context, started):
+    """Writes report.md and results.json into `out` and prints the report; 1 when a
+    run had errors."""
     table = summarize(runs, bodies, sizes)
-    report = render(table, stats, context)
-    (out / "report.md").write_text(report)
+    text = render(table, stats, context)
+    (out / "report.md").write_text(text)
     (out / "results.json").write_text(
         json.dumps({"context": context, "table": table, "stats": stats}, indent=1)
     )
-    print("\n" + report)
+    print("\n" + text)
     print(f"bench-envoy: {time.monotonic() - started:.0f} s; written to {out / 'report.md'}")
     failed = [r for r in runs if sum(r["errors"].values())]
     if failed:

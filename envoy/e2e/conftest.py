@@ -1,9 +1,12 @@
 """Shared fixtures of the end-to-end tests: the captures, the namespace map built
-from them, and one running stack for the tests that do not need their own."""
+from them, and one running stack for the tests that do not need their own.
+
+What the tests know about the captures and the example configurations lives here;
+starting processes, HTTP and reading bodies are stack.py's (the one harness), and
+must not be written again here."""
 
 import json
 import os
-import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -12,12 +15,10 @@ import pytest
 
 import stack
 from kubelet_standin import ENDPOINTS
+from stack import json_namespaces, series_namespaces
 
 WORK = Path(os.environ.get("KUBELET_SCOPE_E2E_DIR", stack.REPO / "target" / "e2e"))
 TENANTS = ("acme", "globex")
-
-# `namespace="..."` as a label of a series line (not `exported_namespace`, not a value).
-NAMESPACE_LABEL = re.compile(r'[{,]\s*namespace="((?:[^"\\]|\\.)*)"')
 
 
 def kubelet_path(fixture):
@@ -33,29 +34,6 @@ FIXTURES = sorted(n for n in os.listdir(stack.FIXTURES) if kubelet_path(n) is no
 
 def read_fixture(name):
     return (stack.FIXTURES / name).read_bytes()
-
-
-def line_namespace(line):
-    """The `namespace` label of a series line; None for a comment, a blank line or a
-    series without one."""
-    if not line or line.startswith("#"):
-        return None
-    m = NAMESPACE_LABEL.search(line[: line.rfind("}") + 1])
-    return m.group(1) if m else None
-
-
-def series_namespaces(body):
-    """Namespace of each series line (None: no namespace label)."""
-    lines = body.decode("utf-8", "replace").splitlines()
-    return [line_namespace(line) for line in lines if line and not line.startswith("#")]
-
-
-def json_namespaces(path, body):
-    """Namespace of each filtered element of a /pods or /stats/summary body."""
-    doc = json.loads(body)
-    if path == "/stats/summary":
-        return [p["podRef"]["namespace"] for p in doc.get("pods") or []]
-    return [i["metadata"]["namespace"] for i in doc.get("items") or []]
 
 
 def namespaces_of(fixture, body=None):
@@ -88,7 +66,7 @@ def namespace_map():
 def tenant_namespaces(spec, tenant):
     """What the example tenant configuration gives `tenant`: its labelled namespaces,
     plus kube-system for `platform` (staticNamespaces)."""
-    owned = {n for n, labels in spec.items() if labels.get("tenant") == tenant}
+    owned = stack.namespaces_of_tenant(spec, tenant)
     if tenant == "platform":
         owned.add("kube-system")
     return owned

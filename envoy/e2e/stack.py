@@ -8,6 +8,12 @@ and the benchmark all start it through here, so they exercise the same wiring.
 
 Every process gets a free port and a log file in the stack's work directory; `stop()`
 terminates them all (also on an exception in a `with` block).
+
+This is the one harness of envoy/: starting processes (`Process`, `Stack`, the real
+kube-apiserver as `Apiserver`), free ports, waiting for readiness (`wait_for`), HTTP
+(`request`), the namespace map (`write_namespaces_file`) and reading namespaces back
+out of kubelet bodies. The tests, the demo and the benchmark must not re-implement
+any of it; what they assert stays in them.
 """
 
 import base64
@@ -16,6 +22,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +43,7 @@ PROMETHEUS = REPO / ".cache" / "prometheus" / "usr" / "bin" / "prometheus"
 EXAMPLES = REPO / "deploy" / "examples"
 TEMPLATE = REPO / "envoy" / "local.yaml"
 STANDIN = Path(__file__).resolve().parent / "kubelet_standin.py"
+APISERVER_SCRIPT = REPO / "control-plane" / "hack" / "kube-apiserver.sh"
 
 TENANT_HEADER = "x-kubelet-scope-tenant"
 # The demo's JWT issuer: an HMAC key the stack writes into Envoy's local JWKS.
@@ -90,6 +98,38 @@ def write_namespaces_file(path, spec):
     os.replace(tmp, path)
 
 
+def namespaces_of_tenant(spec, tenant):
+    """The namespaces of `spec` (name -> labels) whose `tenant` label is `tenant`."""
+    return {n for n, labels in spec.items() if labels.get("tenant") == tenant}
+
+
+# `namespace="..."` as a label of a series line (not `exported_namespace`, not a value).
+NAMESPACE_LABEL = re.compile(r'[{,]\s*namespace="((?:[^"\\]|\\.)*)"')
+
+
+def line_namespace(line):
+    """The `namespace` label of a series line; None for a comment, a blank line or a
+    series without one."""
+    if not line or line.startswith("#"):
+        return None
+    m = NAMESPACE_LABEL.search(line[: line.rfind("}") + 1])
+    return m.group(1) if m else None
+
+
+def series_namespaces(body):
+    """Namespace of each series line (None: no namespace label)."""
+    lines = body.decode("utf-8", "replace").splitlines()
+    return [line_namespace(line) for line in lines if line and not line.startswith("#")]
+
+
+def json_namespaces(path, body):
+    """Namespace of each filtered element of a /pods or /stats/summary body."""
+    doc = json.loads(body)
+    if path == "/stats/summary":
+        return [p["podRef"]["namespace"] for p in doc.get("pods") or []]
+    return [i["metadata"]["namespace"] for i in doc.get("items") or []]
+
+
 def render_envoy_config(values, template=TEMPLATE):
     """An Envoy template (envoy/local.yaml by default) with its placeholders filled
     (every one it uses must be given; extra values are ignored)."""
@@ -128,16 +168,17 @@ class Response:
         return f"<Response {self.status} {len(self.body)} bytes: {self.body[:200]!r}>"
 
 
-def request(port, path, headers=None, tls_ca=None, timeout=30.0):
-    """One GET on a fresh connection (so that successive calls may land on different
-    Envoy workers). Raises on a truncated or reset response."""
+def request(port, path, headers=None, tls_ca=None, timeout=30.0, method="GET", body=None):
+    """One request (a GET unless `method` says otherwise) on a fresh connection (so
+    that successive calls may land on different Envoy workers). Raises on a truncated
+    or reset response."""
     if tls_ca:
         ctx = ssl.create_default_context(cafile=str(tls_ca))
         conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
     else:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request(method, path, body, headers=headers or {})
         r = conn.getresponse()
         body = r.read()
         return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, body)
@@ -169,6 +210,16 @@ class Process:
                 f"{self.name} exited with {self.proc.returncode}; last lines of {self.log_path}:\n"
                 + self.tail()
             )
+
+    def wait_ready(self, what, ready, timeout=20.0):
+        """Waits until `ready()` holds (see `wait_for`); fails at once if the process
+        exits meanwhile."""
+
+        def check():
+            self.check()
+            return ready()
+
+        return wait_for(what, check, timeout)
 
     def tail(self, lines=30):
         try:
@@ -318,11 +369,10 @@ class Stack:
         else:
             argv += ["--namespaces-file", self.namespaces_file]
         self.processes["control-plane"] = Process("control-plane", argv, self.dir, env)
-        wait_for("the control plane to be ready", lambda: self.control_plane_ready())
-
-    def control_plane_ready(self):
-        self.processes["control-plane"].check()
-        return request(self.ports["control_plane"], "/readyz", timeout=2).status == 200
+        self.processes["control-plane"].wait_ready(
+            "the control plane to be ready",
+            lambda: request(self.ports["control_plane"], "/readyz", timeout=2).status == 200,
+        )
 
     def start_standin(self):
         argv = [
@@ -341,17 +391,15 @@ class Stack:
             *self.standin_args,
         ]
         self.processes["kubelet"] = Process("kubelet", argv, self.dir)
-
-        def up():
-            self.processes["kubelet"].check()
-            return (
+        self.processes["kubelet"].wait_ready(
+            "the kubelet stand-in",
+            lambda: (
                 request(
                     self.ports["kubelet"], "/_standin/requests", tls_ca=self.kubelet_cert, timeout=2
                 ).status
                 == 200
-            )
-
-        wait_for("the kubelet stand-in", up)
+            ),
+        )
 
     def envoy_values(self):
         return {
@@ -383,12 +431,10 @@ class Stack:
             "--disable-hot-restart",
         ]
         self.processes["envoy"] = Process("envoy", argv, self.dir)
-
-        def live():
-            self.processes["envoy"].check()
-            return request(self.ports["admin"], "/ready", timeout=2).status == 200
-
-        wait_for("Envoy to be live", live)
+        self.processes["envoy"].wait_ready(
+            "Envoy to be live",
+            lambda: request(self.ports["admin"], "/ready", timeout=2).status == 200,
+        )
 
     # -- use ---------------------------------------------------------------------
 
@@ -440,6 +486,81 @@ class Stack:
 
     def logs(self):
         return "\n".join(f"--- {n}\n{p.tail()}" for n, p in self.processes.items())
+
+
+class Apiserver:
+    """The real kube-apiserver + etcd of the control plane's integration tests
+    (control-plane/hack/kube-apiserver.sh), for a stack's `kubeconfig`."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        subprocess.run([APISERVER_SCRIPT, "start", directory], check=True)
+        self.port = int((directory / "main.port").read_text())
+
+    def kubeconfig(self):
+        path = self.dir / "admin.kubeconfig"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "e2e",
+                    "clusters": [
+                        {
+                            "name": "e2e",
+                            "cluster": {
+                                "server": f"https://127.0.0.1:{self.port}",
+                                "certificate-authority": str(self.dir / "ca.crt"),
+                            },
+                        }
+                    ],
+                    "users": [{"name": "admin", "user": {"token": "admin-token"}}],
+                    "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
+                }
+            )
+        )
+        return path
+
+    def call(self, method, path, body, content_type):
+        headers = {"Authorization": "Bearer admin-token", "Content-Type": content_type}
+        r = request(
+            self.port,
+            path,
+            headers,
+            tls_ca=self.dir / "ca.crt",
+            timeout=10,
+            method=method,
+            body=json.dumps(body),
+        )
+        return r.status, r.body
+
+    def label_namespace(self, name, labels):
+        """Merges `labels` into the namespace's, creating it if the apiserver's
+        bootstrap has not yet (a fresh apiserver creates `default` a moment after
+        it reports ready)."""
+        for _ in range(20):
+            status, body = self.call(
+                "PATCH",
+                f"/api/v1/namespaces/{name}",
+                {"metadata": {"labels": labels}},
+                "application/merge-patch+json",
+            )
+            if status == 200:
+                return
+            assert status == 404, (status, body)
+            status, body = self.call(
+                "POST",
+                "/api/v1/namespaces",
+                {"metadata": {"name": name, "labels": labels}},
+                "application/json",
+            )
+            if status == 201:
+                return
+            assert status == 409, (status, body)  # created meanwhile: patch it
+        raise AssertionError(f"could not label namespace {name}")
+
+    def stop(self):
+        subprocess.run([APISERVER_SCRIPT, "stop", self.dir], check=False)
 
 
 def clean_dir(path):

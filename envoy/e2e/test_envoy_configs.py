@@ -8,12 +8,17 @@ import stack
 from conftest import WORK
 
 
-def validate(config_path):
-    r = subprocess.run(
+def envoy_validate(config_path):
+    """`envoy --mode validate` on `config_path`: the finished process."""
+    return subprocess.run(
         [stack.ENVOY, "--mode", "validate", "-c", config_path, "--disable-hot-restart"],
         capture_output=True,
         text=True,
     )
+
+
+def validate(config_path):
+    r = envoy_validate(config_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "OK" in r.stdout + r.stderr
     return r.stdout + r.stderr
@@ -33,11 +38,7 @@ def test_a_bad_plugin_configuration_fails_validation():
         tenant_config={"tenancy": {"tenant": {"header": "x"}, "namespaceLable": "tenant"}},
     )
     s.prepare()
-    r = subprocess.run(
-        [stack.ENVOY, "--mode", "validate", "-c", s.envoy_config, "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-    )
+    r = envoy_validate(s.envoy_config)
     assert r.returncode != 0
     assert "namespaceLable" in r.stdout + r.stderr
 

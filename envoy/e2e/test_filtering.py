@@ -12,11 +12,11 @@ from conftest import (
     TENANTS,
     cli_rewrite,
     kubelet_path,
-    line_namespace,
     namespaces_of,
     read_fixture,
     tenant_namespaces,
 )
+from stack import line_namespace
 
 TEXT_FIXTURES = [f for f in FIXTURES if not f.endswith(".json")]
 

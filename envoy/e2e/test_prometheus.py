@@ -7,7 +7,8 @@ import subprocess
 import urllib.parse
 
 import stack
-from conftest import WORK, line_namespace, read_fixture, tenant_namespaces
+from conftest import WORK, read_fixture, tenant_namespaces
+from stack import line_namespace
 
 FIXTURE = "cadvisor-k8s1.21-eks-docker-datadog.txt"
 METRIC = "container_cpu_usage_seconds_total"

@@ -2,11 +2,7 @@
 propagate within 2 s (namespaces file, real apiserver), a stopped control plane
 leaves the last snapshot serving until it is too old, no snapshot means 503."""
 
-import http.client
-import json
 import os
-import ssl
-import subprocess
 import time
 
 import pytest
@@ -16,7 +12,6 @@ from conftest import WORK, same_snapshot_source
 from stack import write_namespaces_file
 
 PROBES = "probes-gke-2021-datadog.txt"  # namespaces default and kube-system
-APISERVER_SCRIPT = stack.REPO / "control-plane" / "hack" / "kube-apiserver.sh"
 PROPAGATION_LIMIT_S = 2.0
 
 
@@ -63,85 +58,6 @@ def test_a_namespaces_file_change_reaches_envoy_within_2s():
         assert max(timings) <= PROPAGATION_LIMIT_S, timings
 
 
-class Apiserver:
-    """The real kube-apiserver + etcd of the control plane's integration tests."""
-
-    def __init__(self, directory):
-        self.dir = directory
-        subprocess.run([APISERVER_SCRIPT, "start", directory], check=True)
-        self.port = int((directory / "main.port").read_text())
-        self.ctx = ssl.create_default_context(cafile=str(directory / "ca.crt"))
-
-    def kubeconfig(self):
-        path = self.dir / "admin.kubeconfig"
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "e2e",
-                    "clusters": [
-                        {
-                            "name": "e2e",
-                            "cluster": {
-                                "server": f"https://127.0.0.1:{self.port}",
-                                "certificate-authority": str(self.dir / "ca.crt"),
-                            },
-                        }
-                    ],
-                    "users": [{"name": "admin", "user": {"token": "admin-token"}}],
-                    "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
-                }
-            )
-        )
-        return path
-
-    def call(self, method, path, body, content_type):
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
-        try:
-            conn.request(
-                method,
-                path,
-                json.dumps(body),
-                {
-                    "Authorization": "Bearer admin-token",
-                    "Content-Type": content_type,
-                },
-            )
-            r = conn.getresponse()
-            return r.status, r.read()
-        finally:
-            conn.close()
-
-    def label_namespace(self, name, labels):
-        """Merges `labels` into the namespace's, creating it if the apiserver's
-        bootstrap has not yet (a fresh apiserver creates `default` a moment after
-        it reports ready)."""
-        for _ in range(20):
-            status, body = self.call(
-                "PATCH",
-                f"/api/v1/namespaces/{name}",
-                {"metadata": {"labels": labels}},
-                "application/merge-patch+json",
-            )
-            if status == 200:
-                return
-            assert status == 404, (status, body)
-            status, body = self.call(
-                "POST",
-                "/api/v1/namespaces",
-                {"metadata": {"name": name, "labels": labels}},
-                "application/json",
-            )
-            if status == 201:
-                return
-            assert status == 409, (status, body)  # created meanwhile: patch it
-        raise AssertionError(f"could not label namespace {name}")
-
-    def stop(self):
-        subprocess.run([APISERVER_SCRIPT, "stop", self.dir], check=False)
-
-
 @pytest.mark.skipif(
     not (stack.REPO / ".cache" / "kube" / "bin" / "kube-apiserver").exists()
     and not os.environ.get("KUBE_CACHE"),
@@ -149,7 +65,7 @@ class Apiserver:
 )
 def test_a_namespace_label_change_in_the_apiserver_reaches_envoy_within_2s():
     workdir = stack.clean_dir(WORK / "apiserver-propagation")
-    api = Apiserver(workdir / "kube")
+    api = stack.Apiserver(workdir / "kube")
     try:
         api.label_namespace("default", {"team": "alpha", "tenant": "acme"})
         with stack.Stack(workdir / "stack", kubeconfig=api.kubeconfig()) as s:

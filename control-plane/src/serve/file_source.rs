@@ -5,6 +5,10 @@
 //! time or size changed), which also works for ConfigMap volumes whose contents are
 //! swapped through symlinks. A file that cannot be read or parsed is logged and
 //! counted, and the last good content stays served.
+//!
+//! Owns reading and validating that file. It must not watch the apiserver, nor
+//! publish anything but a whole, valid file: a half-written or unreadable one never
+//! replaces the last good content.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -205,21 +209,16 @@ metadata:
         assert_ne!(v1, v2);
 
         // An invalid file is counted and the last good content stays.
-        std::fs::write(&path, "kind: List\nitems: [oops").unwrap();
-        eventually("error counted", || {
+        let errors_counted = |n: u32| {
             metrics
                 .encode(&store)
-                .contains("kubelet_scope_watch_errors_total 1\n")
-        })
-        .await;
+                .contains(&format!("kubelet_scope_watch_errors_total {n}\n"))
+        };
+        std::fs::write(&path, "kind: List\nitems: [oops").unwrap();
+        eventually("error counted", || errors_counted(1)).await;
         assert_eq!(store.current().unwrap().version, v2);
         std::fs::remove_file(&path).unwrap();
-        eventually("missing file counted", || {
-            metrics
-                .encode(&store)
-                .contains("kubelet_scope_watch_errors_total 2\n")
-        })
-        .await;
+        eventually("missing file counted", || errors_counted(2)).await;
         assert_eq!(store.current().unwrap().version, v2);
 
         // The file comes back with only an unexported label changed: it loads

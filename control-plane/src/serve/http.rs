@@ -5,6 +5,10 @@
 //! the request is held until the version changes (200) or N seconds pass (304).
 //! One apiserver watch thus fans out to every node with a single idle request per
 //! Envoy, and a change reaches all of them as soon as it is published.
+//!
+//! Owns the routes, the long-poll and the `ETag`/`If-None-Match` handling. It only
+//! reads the [`Store`] and bumps [`Metrics`]: it must not change the namespace map,
+//! talk to the apiserver or hold a request longer than [`MAX_WAIT_SECONDS`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,6 +235,25 @@ mod tests {
         r.body(Body::empty()).unwrap()
     }
 
+    /// `get(uri, held)` through the router, answered.
+    async fn send(app: &Router, uri: &str, held: Option<&str>) -> Response {
+        app.clone().oneshot(get(uri, held)).await.unwrap()
+    }
+
+    /// [`send`], and how long (in the test's clock) the answer took.
+    async fn timed_send(app: &Router, uri: &str, held: Option<&str>) -> (Response, Duration) {
+        let start = tokio::time::Instant::now();
+        let r = send(app, uri, held).await;
+        (r, start.elapsed())
+    }
+
+    /// `get(uri, held)` through the router in a task of its own (a long-poll the
+    /// test acts on while it waits).
+    fn spawn_get(app: &Router, uri: &str, held: Option<&str>) -> tokio::task::JoinHandle<Response> {
+        let request = app.clone().oneshot(get(uri, held));
+        tokio::spawn(async move { request.await.unwrap() })
+    }
+
     async fn body(r: Response) -> Vec<u8> {
         r.into_body().collect().await.unwrap().to_bytes().to_vec()
     }
@@ -239,25 +262,25 @@ mod tests {
         state.store.current().unwrap().version.clone()
     }
 
+    /// [`app`] with namespace `a` of team `x` published, and that version.
+    fn published() -> (AppState, Router, String) {
+        let (state, app) = app();
+        state.store.publish(ns("x"));
+        let v = version(&state);
+        (state, app, v)
+    }
+
     #[tokio::test]
     async fn snapshot_is_503_until_published_then_200_with_etag() {
         let (state, app) = app();
-        let r = app
-            .clone()
-            .oneshot(get("/v1/snapshot", None))
-            .await
-            .unwrap();
+        let r = send(&app, "/v1/snapshot", None).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let r = app.clone().oneshot(get("/readyz", None)).await.unwrap();
+        let r = send(&app, "/readyz", None).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         state.store.publish(ns("x"));
-        let r = app.clone().oneshot(get("/readyz", None)).await.unwrap();
+        let r = send(&app, "/readyz", None).await;
         assert_eq!(r.status(), StatusCode::OK);
-        let r = app
-            .clone()
-            .oneshot(get("/v1/snapshot", None))
-            .await
-            .unwrap();
+        let r = send(&app, "/v1/snapshot", None).await;
         assert_eq!(r.status(), StatusCode::OK);
         let v = version(&state);
         assert_eq!(r.headers()[ETAG], format!("\"{v}\"").as_str());
@@ -268,51 +291,32 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn long_poll_times_out_with_304_after_wait_seconds() {
-        let (state, app) = app();
-        state.store.publish(ns("x"));
-        let v = version(&state);
-        let start = tokio::time::Instant::now();
-        let r = app
-            .clone()
-            .oneshot(get("/v1/snapshot?waitSeconds=5", Some(&v)))
-            .await
-            .unwrap();
+        let (_, app, v) = published();
+        let (r, took) = timed_send(&app, "/v1/snapshot?waitSeconds=5", Some(&v)).await;
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(r.headers()[ETAG], format!("\"{v}\"").as_str());
-        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(took, Duration::from_secs(5));
         // Without waitSeconds a matching version answers 304 at once.
-        let start = tokio::time::Instant::now();
-        let r = app.oneshot(get("/v1/snapshot", Some(&v))).await.unwrap();
+        let (r, took) = timed_send(&app, "/v1/snapshot", Some(&v)).await;
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(took, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn wait_seconds_is_capped_at_60() {
-        let (state, app) = app();
-        state.store.publish(ns("x"));
-        let v = version(&state);
-        let start = tokio::time::Instant::now();
-        let r = app
-            .oneshot(get("/v1/snapshot?waitSeconds=3600", Some(&v)))
-            .await
-            .unwrap();
+        let (_, app, v) = published();
+        let (r, took) = timed_send(&app, "/v1/snapshot?waitSeconds=3600", Some(&v)).await;
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(start.elapsed(), Duration::from_secs(MAX_WAIT_SECONDS));
+        assert_eq!(took, Duration::from_secs(MAX_WAIT_SECONDS));
     }
 
     #[tokio::test(start_paused = true)]
     async fn long_poll_answers_200_as_soon_as_the_version_changes() {
-        let (state, app) = app();
-        state.store.publish(ns("x"));
-        let v = version(&state);
+        let (state, app, v) = published();
         let start = tokio::time::Instant::now();
-        let req = tokio::spawn(
-            app.clone()
-                .oneshot(get("/v1/snapshot?waitSeconds=30", Some(&v))),
-        );
+        let req = spawn_get(&app, "/v1/snapshot?waitSeconds=30", Some(&v));
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let m = body(app.clone().oneshot(get("/metrics", None)).await.unwrap()).await;
+        let m = body(send(&app, "/metrics", None).await).await;
         let m = String::from_utf8(m).unwrap();
         assert!(m.contains("kubelet_scope_long_polls_waiting 1\n"), "{m}");
         // Same content: the waiter keeps waiting.
@@ -320,13 +324,13 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!req.is_finished());
         state.store.publish(ns("y"));
-        let r = req.await.unwrap().unwrap();
+        let r = req.await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(start.elapsed(), Duration::from_secs(3));
         let s = Snapshot::parse(&body(r).await).unwrap();
         assert_eq!(s.namespaces["a"].labels["team"], "y");
         assert_ne!(s.version, v);
-        let m = body(app.oneshot(get("/metrics", None)).await.unwrap()).await;
+        let m = body(send(&app, "/metrics", None).await).await;
         let m = String::from_utf8(m).unwrap();
         assert!(m.contains("kubelet_scope_long_polls_waiting 0\n"), "{m}");
         assert!(
@@ -356,23 +360,18 @@ mod tests {
             .unwrap();
         let r = app.clone().oneshot(req).await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-        let r = app
-            .oneshot(get("/v1/snapshot?waitSeconds=abc", None))
-            .await
-            .unwrap();
+        let r = send(&app, "/v1/snapshot?waitSeconds=abc", None).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_releases_waiting_long_polls() {
-        let (state, app) = app();
-        state.store.publish(ns("x"));
-        let v = version(&state);
-        let req = tokio::spawn(app.oneshot(get("/v1/snapshot?waitSeconds=60", Some(&v))));
+        let (state, app, v) = published();
+        let req = spawn_get(&app, "/v1/snapshot?waitSeconds=60", Some(&v));
         tokio::time::sleep(Duration::from_secs(1)).await;
         let start = tokio::time::Instant::now();
         state.shutdown.cancel();
-        let r = req.await.unwrap().unwrap();
+        let r = req.await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
@@ -380,21 +379,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn long_poll_before_first_sync_waits_for_it() {
         let (state, app) = app();
-        let req = tokio::spawn(
-            app.clone()
-                .oneshot(get("/v1/snapshot?waitSeconds=10", None)),
-        );
+        let req = spawn_get(&app, "/v1/snapshot?waitSeconds=10", None);
         tokio::time::sleep(Duration::from_secs(1)).await;
         state.store.publish(ns("x"));
-        let r = req.await.unwrap().unwrap();
+        let r = req.await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        let start = tokio::time::Instant::now();
         let (_, app) = self::app();
-        let r = app
-            .oneshot(get("/v1/snapshot?waitSeconds=2", None))
-            .await
-            .unwrap();
+        let (r, took) = timed_send(&app, "/v1/snapshot?waitSeconds=2", None).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(took, Duration::from_secs(2));
     }
 }

@@ -6,6 +6,10 @@
 //! namespace map: a relist is collected on the side and swapped in when complete,
 //! so the previous snapshot stays served while the apiserver is away or a relist is
 //! running.
+//!
+//! It must not write to the apiserver, nor request anything but Namespace metadata:
+//! the deploy/ ClusterRole grants list and watch on namespaces and nothing else. A
+//! relist in progress must never be published half-done.
 
 use std::sync::Arc;
 

@@ -1,4 +1,10 @@
 //! Prometheus metrics of the control plane (`GET /metrics`, OpenMetrics text).
+//!
+//! Owns the registry: every metric's name, help and type. The sources and the HTTP
+//! layer only bump the counters and gauges they are handed; the snapshot gauges are
+//! sampled from the [`Store`] when `/metrics` is scraped, so this module keeps no
+//! copy of the snapshot and must not be the place where readiness is decided (the
+//! store is).
 
 use std::sync::atomic::AtomicU64;
 
@@ -31,6 +37,14 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
 }
 
+/// Registers each metric (a clone: they share their value) under its name and help,
+/// one line a metric so that the list reads as the table of what `/metrics` shows.
+macro_rules! register {
+    ($registry:expr; $($name:literal => $metric:expr, $help:literal;)*) => {
+        $($registry.register($name, $help, $metric.clone());)*
+    };
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut m = Metrics {
@@ -43,42 +57,22 @@ impl Default for Metrics {
             long_polls_waiting: Gauge::default(),
             requests: Family::default(),
         };
-        let registry = &mut m.registry;
-        registry.register(
-            "snapshot_namespaces",
-            "Namespaces in the served snapshot",
-            m.namespaces.clone(),
-        );
-        registry.register(
-            "snapshot_version_age_seconds",
-            "Seconds since the served snapshot version was first published",
-            m.version_age.clone(),
-        );
-        registry.register(
-            "ready",
-            "1 once the first complete namespace list (or valid file) is served",
-            m.ready.clone(),
-        );
-        registry.register(
-            "watch_restarts",
-            "Namespace relists after the first one (410 Gone, expired watches)",
-            m.watch_restarts.clone(),
-        );
-        registry.register(
-            "watch_errors",
-            "Failed namespace list/watch calls or unreadable namespaces files",
-            m.source_errors.clone(),
-        );
-        registry.register(
-            "long_polls_waiting",
-            "Snapshot long-poll requests currently waiting for a change",
-            m.long_polls_waiting.clone(),
-        );
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status code",
-            m.requests.clone(),
-        );
+        register! { m.registry;
+            "snapshot_namespaces" => m.namespaces,
+                "Namespaces in the served snapshot";
+            "snapshot_version_age_seconds" => m.version_age,
+                "Seconds since the served snapshot version was first published";
+            "ready" => m.ready,
+                "1 once the first complete namespace list (or valid file) is served";
+            "watch_restarts" => m.watch_restarts,
+                "Namespace relists after the first one (410 Gone, expired watches)";
+            "watch_errors" => m.source_errors,
+                "Failed namespace list/watch calls or unreadable namespaces files";
+            "long_polls_waiting" => m.long_polls_waiting,
+                "Snapshot long-poll requests currently waiting for a change";
+            "http_requests" => m.requests,
+                "HTTP requests by route and status code";
+        }
         m
     }
 }

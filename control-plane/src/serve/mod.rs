@@ -1,5 +1,10 @@
 //! `kubelet-scope serve`: keeps the namespace map (from the apiserver, or from a
 //! file for local use) and serves versioned snapshots to every node's Envoy.
+//!
+//! This module owns the `serve` arguments, logging, the runtime and the wiring: one
+//! source task (`kube_source` or `file_source`) publishes into the [`store::Store`],
+//! `http` serves from it, SIGTERM stops both. It must not do any of their work
+//! itself: no namespace parsing, no HTTP handling beyond binding the listener.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -4,6 +4,9 @@
 //! people should not have put there), and every Envoy in the cluster receives the
 //! snapshot, so nothing is exported unless an operator names it: exact keys with
 //! `--label` and key prefixes with `--label-prefix`.
+//!
+//! Owns that choice for both sources; it must not export a key nobody named, and
+//! knows nothing of where the labels come from.
 
 use std::collections::{BTreeMap, BTreeSet};
 

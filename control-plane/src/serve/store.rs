@@ -5,6 +5,10 @@
 //! timestamps), so a label edit that touches no exported key, a relist that finds
 //! the same namespaces or a control-plane restart keeps the version — and thousands
 //! of Envoys keep their cached snapshot instead of re-downloading it.
+//!
+//! Owns the version, the serialized body and the wake-up. It must not know where
+//! namespaces come from or how they are served: sources call [`Store::publish`],
+//! the HTTP layer reads and subscribes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

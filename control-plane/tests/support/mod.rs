@@ -1,5 +1,10 @@
 //! Test harness: a real etcd + kube-apiserver (started by `hack/kube-apiserver.sh`)
 //! and the real `kubelet-scope serve` binary, talked to over HTTP.
+//!
+//! Shared by the integration tests and the fan-out example: everything they start
+//! goes through here, and every process is stopped on drop. It must not reach into
+//! the crate's internals (only the binary, its HTTP API and the apiserver) nor
+//! decide what a test asserts beyond its own waits.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
@@ -103,6 +108,13 @@ impl Cluster {
         let path = self.dir.path().join(file);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// Starts `kubelet-scope serve` with `args`, watching apiserver port `port` as
+    /// the admin (`serve.kubeconfig`); its log goes into the cluster's directory.
+    pub fn serve(&self, args: &[&str], port: u16) -> Serve {
+        let kubeconfig = self.kubeconfig(port, "admin-token", "serve.kubeconfig");
+        Serve::start(args, Some(&kubeconfig), self.dir.path())
     }
 
     pub async fn admin(&self, name: &str) -> kube::Client {
@@ -291,6 +303,43 @@ impl Serve {
         let text = self.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The value of an unlabelled metric, 0 while the server is not up.
+    pub async fn count(&self, name: &str) -> f64 {
+        self.metric(name).await.unwrap_or(0.0)
+    }
+
+    /// Waits until the metric `name` is at least 1 (an error counted, a long-poll
+    /// waiting); fails after `within` with the server's log.
+    pub async fn wait_counted(&self, what: &str, name: &str, within: Duration) {
+        let logs = || self.logs();
+        eventually(what, within, logs, || async {
+            self.count(name).await >= 1.0
+        })
+        .await;
+    }
+
+    /// Holds `GET /v1/snapshot?waitSeconds=N` on `version` in a task of its own;
+    /// the task ends with the status and the moment the whole answer was read.
+    pub fn long_poll(
+        &self,
+        version: &str,
+        wait_seconds: u64,
+    ) -> tokio::task::JoinHandle<(StatusCode, Instant)> {
+        let request = self
+            .http
+            .get(format!(
+                "{}/v1/snapshot?waitSeconds={wait_seconds}",
+                self.base
+            ))
+            .header("if-none-match", format!("\"{version}\""));
+        tokio::spawn(async move {
+            let r = request.send().await.unwrap();
+            let status = r.status();
+            let _ = r.bytes().await.unwrap();
+            (status, Instant::now())
+        })
     }
 
     pub fn terminate(&mut self) {
