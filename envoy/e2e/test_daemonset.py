@@ -105,33 +105,52 @@ def test_the_daemonset_envoy_configuration_validates_and_mounts_what_it_reads():
 
 def test_the_daemonset_configuration_serves_tenants_by_serviceaccount_namespace():
     workdir = stack.clean_dir(WORK / "daemonset")
-    spec = {"default": {"team": "web", "tenant": "acme"}, "kube-system": {"team": "platform"}}
+    spec = {
+        "default": {"team": "web", "tenant": "acme"},
+        "kube-system": {"team": "platform"},
+        # Where acme's scraper runs: labelled, so its ServiceAccounts are acme.
+        "acme-monitoring": {"tenant": "acme"},
+        # Named like a tenant, without the label: anyone who may create namespaces
+        # could have made it.
+        "globex": {"team": "squatter"},
+    }
     write_namespaces_file(workdir / "namespaces.json", spec)
     with stack.Stack(
         workdir, namespaces_file=workdir / "namespaces.json", render=local_daemonset_config
     ) as s:
         stack.wait_for(
             "the filter to have a snapshot",
-            lambda: get(s, "tenant", "/metrics/probes", "acme", PROBES).status == 200,
+            lambda: get(s, "tenant", "/metrics/probes", "acme-monitoring", PROBES).status == 200,
         )
-        # A scraper in namespace `acme` is tenant `acme`: it sees `default`, labelled.
-        r = get(s, "tenant", "/metrics/probes", "acme", PROBES)
+        # A scraper in a namespace labelled tenant=acme is acme: it sees `default`.
+        r = get(s, "tenant", "/metrics/probes", "acme-monitoring", PROBES)
         assert 'namespace="default"' in r.text and 'team="web"' in r.text
         assert 'namespace="kube-system"' not in r.text
-        # A client-sent tenant header changes nothing.
+        # A client-sent copy of the namespace header changes nothing.
         spoofed = get(
             s,
             "tenant",
             "/metrics/probes",
-            "acme",
-            {"x-kubelet-scope-tenant": "kube-system", **PROBES},
+            "acme-monitoring",
+            {"x-kubelet-scope-namespace": "kube-system", **PROBES},
         )
         assert spoofed.body == r.body
-        # A scraper whose namespace names no tenant is refused.
-        r = get(s, "tenant", "/metrics/probes", "globex", PROBES)
-        assert r.status == 403 and b"unknown tenant" in r.body
-        assert get(s, "tenant", "/configz", "acme").status == 403
+        # A namespace is no tenant by its name: `globex` has no tenant label, `acme`
+        # does not exist. Both are answered as an absent path, reason in a header.
+        for namespace in ("globex", "acme", "kube-system"):
+            r = get(s, "tenant", "/metrics/probes", namespace, PROBES)
+            assert (r.status, r.body) == (404, b"404 page not found\n"), namespace
+            assert "unknown tenant" in r.header("x-kubelet-scope-denied") or "no tenant" in (
+                r.header("x-kubelet-scope-denied")
+            )
+        assert get(s, "tenant", "/configz", "acme-monitoring").status == 404
         assert get(s, "tenant", "/metrics/probes").status == 401
+        # Encodings as a kubelet's: gzip for /metrics*, never for JSON.
+        gz = {"accept-encoding": "gzip"}
+        r = get(s, "tenant", "/pods", "acme-monitoring", gz)
+        assert r.status == 200 and r.header("content-encoding") is None
+        r = get(s, "tenant", "/metrics/cadvisor", "acme-monitoring", gz)
+        assert r.status == 200 and r.header("content-encoding") == "gzip"
         # A token meant for another audience (e.g. the apiserver) is not accepted.
         other = stack.sign_jwt(
             {"iss": ISSUER, "aud": ["kubernetes"], "kubernetes.io": {"namespace": "acme"}}
@@ -149,9 +168,15 @@ def test_the_daemonset_configuration_serves_tenants_by_serviceaccount_namespace(
         assert r.status == 200
         assert 'namespace="kube-system"' in r.text and 'team="platform"' in r.text
         assert get(s, "inject", "/metrics/probes", "acme", PROBES).status == 403
+        # Even there, only the read endpoints: no exec, run or configz with the
+        # node's credentials.
+        for path in ("/run/kube-system/etcd/etcd?cmd=id", "/configz", "/logs/"):
+            assert get(s, "inject", path, "monitoring").status == 404, path
+        r = get(s, "inject", "/stats/summary", "monitoring", {"accept-encoding": "gzip"})
+        assert r.status == 200 and r.header("content-encoding") is None
 
         # The kubelet saw the DaemonSet's token, never a scraper's.
         for seen in s.kubelet_requests()[-6:]:
             headers = dict(seen["headers"])
             assert headers["authorization"] == "Bearer " + stack.NODE_TOKEN
-            assert "x-kubelet-scope-tenant" not in headers
+            assert "x-kubelet-scope-namespace" not in headers
