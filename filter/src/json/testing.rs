@@ -16,7 +16,7 @@ pub(super) fn scope(tenant: Option<&str>, tenancy: bool) -> RequestScope {
         r#"{"tenancy": {"tenant": {"header": "x-tenant"}, "namespaceLabel": "tenant"},
                 "snapshot": {"cluster": "cp"}}"#
     } else {
-        r#"{"snapshot": {"cluster": "cp"}}"#
+        r#"{"passThrough": true, "snapshot": {"cluster": "cp"}}"#
     };
     let config = Config::parse(config.as_bytes()).unwrap();
     let snapshot = Snapshot::parse(
