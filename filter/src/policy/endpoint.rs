@@ -181,9 +181,10 @@ fn is_canonical(path: &str) -> bool {
 mod tests {
     use super::*;
 
+    use Endpoint::*;
+
     #[test]
-    fn classifies_kubelet_paths() {
-        use Endpoint::*;
+    fn read_endpoints_as_the_kubelet_routes_them() {
         for p in [
             "/metrics",
             "/metrics/cadvisor",
@@ -201,6 +202,10 @@ mod tests {
             assert_eq!(classify(p), Json(JsonEndpoint::PodList), "{p}");
         }
         assert_eq!(classify("/healthz/syncloop"), Health);
+    }
+
+    #[test]
+    fn pod_scoped_routes_take_their_segment_counts() {
         assert_eq!(
             classify("/containerLogs/shop/web-0/nginx?follow=true"),
             PodScoped {
@@ -237,6 +242,10 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn node_level_routes_by_class() {
         for (p, class) in [
             ("/logs/", PathClass::NodeLogs),
             ("/logs/syslog", PathClass::NodeLogs),
@@ -251,6 +260,10 @@ mod tests {
         ] {
             assert_eq!(classify(p), Node(class), "{p}");
         }
+    }
+
+    #[test]
+    fn what_no_kubelet_serves_or_is_not_canonical_is_unknown() {
         for p in [
             "/exec/shop",
             "/exec/shop/web",

@@ -4,7 +4,7 @@
 //! A [`Catalog`] is immutable and shared (`Rc`) by every request of a VM; a
 //! [`RequestScope`] adds the request's tenant to it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 /// The namespace lookup runs once per series: foldhash is several times faster
@@ -12,7 +12,7 @@ use std::rc::Rc;
 /// namespace names colliding on purpose.
 type Hasher = foldhash::fast::RandomState;
 
-use crate::config::{Config, EmptyNamespaceSeries, NonNamespacedSeries, OnConflict};
+use crate::config::{Config, EmptyNamespaceSeries, InjectConfig, NonNamespacedSeries, OnConflict};
 use crate::prometheus::labels::escape_value_into;
 use crate::snapshot::Snapshot;
 
@@ -85,31 +85,7 @@ impl Catalog {
             for (name, ns) in &snapshot.namespaces {
                 let mut entry = NamespaceEntry::default();
                 if let Some(inject) = &config.inject {
-                    let mut labels: Vec<InjectedLabel> = inject
-                        .labels
-                        .iter()
-                        .filter_map(|(key, prom_name)| {
-                            let value = ns.labels.get(key)?;
-                            let mut rendered =
-                                Vec::with_capacity(prom_name.len() + value.len() + 3);
-                            rendered.extend_from_slice(prom_name.as_bytes());
-                            rendered.extend_from_slice(b"=\"");
-                            escape_value_into(value, &mut rendered);
-                            rendered.push(b'"');
-                            Some(InjectedLabel {
-                                name: prom_name.as_bytes().into(),
-                                rendered: rendered.into(),
-                            })
-                        })
-                        .collect();
-                    labels.sort_by(|a, b| a.name.cmp(&b.name));
-                    let mut suffix = Vec::new();
-                    for label in &labels {
-                        suffix.push(b',');
-                        suffix.extend_from_slice(&label.rendered);
-                    }
-                    entry.labels = labels.into();
-                    entry.suffix = suffix.into();
+                    (entry.labels, entry.suffix) = injected_labels(inject, &ns.labels);
                 }
                 if let Some(key) = config
                     .tenancy
@@ -190,6 +166,37 @@ impl Catalog {
     pub fn tenancy(&self) -> Option<TenancyRules> {
         self.tenancy
     }
+}
+
+/// The labels `inject` takes from a namespace's `labels`, rendered and sorted by
+/// name, and their concatenation `,a="x",b="y"`.
+fn injected_labels(
+    inject: &InjectConfig,
+    labels: &BTreeMap<String, String>,
+) -> (Box<[InjectedLabel]>, Box<[u8]>) {
+    let mut rendered_labels: Vec<InjectedLabel> = inject
+        .labels
+        .iter()
+        .filter_map(|(key, prom_name)| {
+            let value = labels.get(key)?;
+            let mut rendered = Vec::with_capacity(prom_name.len() + value.len() + 3);
+            rendered.extend_from_slice(prom_name.as_bytes());
+            rendered.extend_from_slice(b"=\"");
+            escape_value_into(value, &mut rendered);
+            rendered.push(b'"');
+            Some(InjectedLabel {
+                name: prom_name.as_bytes().into(),
+                rendered: rendered.into(),
+            })
+        })
+        .collect();
+    rendered_labels.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut suffix = Vec::new();
+    for label in &rendered_labels {
+        suffix.push(b',');
+        suffix.extend_from_slice(&label.rendered);
+    }
+    (rendered_labels.into(), suffix.into())
 }
 
 /// What one request may see: the catalog plus the request's tenant.
