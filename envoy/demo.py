@@ -77,7 +77,8 @@ def show(s):
     print("\n== Everything else is denied to tenants:")
     for path in ("/configz", "/exec/kube-system/etcd-0/etcd?command=sh", "/logs/"):
         r = s.get("tenant", path, tenant="acme")
-        print(f"   GET {path:<42} -> {r.status} {r.text.strip()}")
+        why = r.header("x-kubelet-scope-denied") or ""
+        print(f"   GET {path:<42} -> {r.status} {r.text.strip()}  ({why})")
 
 
 def instructions(s):
