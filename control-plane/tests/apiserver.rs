@@ -553,3 +553,81 @@ async fn the_deploy_token_can_do_nothing_else(kc: &Path) {
         "{err}"
     );
 }
+
+async fn create_service_account(client: &Client, namespace: &str, name: &str) {
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+}
+
+/// `--allow-serviceaccount`: the snapshot (every namespace with its tenant) only for
+/// the DaemonSet's ServiceAccount, as the real apiserver's TokenReview says.
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: make control-plane-it"]
+async fn the_snapshot_is_only_for_the_allowed_serviceaccount() {
+    let cluster = Cluster::start("");
+    let admin = cluster.admin("main").await;
+    create_ns(&admin, "kubelet-scope", &[]).await;
+    create_ns(&admin, "shop", &[("tenant", "acme")]).await;
+    for account in ["kubelet-proxy", "prometheus"] {
+        create_service_account(&admin, "kubelet-scope", account).await;
+    }
+    let mut args = EXPORT_ARGS.to_vec();
+    args.extend([
+        "--allow-serviceaccount",
+        "kubelet-scope:kubelet-proxy",
+        "--auth-cache-seconds",
+        "2",
+    ]);
+    let serve = cluster.serve(&args, cluster.port("main"));
+    serve.wait_ready(Duration::from_secs(20)).await;
+    let allowed = token(&admin, "kubelet-scope", "kubelet-proxy").await;
+    let other = token(&admin, "kubelet-scope", "prometheus").await;
+
+    assert_eq!(
+        serve.snapshot_status_as(None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        serve.snapshot_status_as(Some("not-a-token")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        serve.snapshot_status_as(Some(&other)).await,
+        StatusCode::FORBIDDEN
+    );
+    // A valid token of a user that is no ServiceAccount (the admin) is not allowed.
+    assert_eq!(
+        serve.snapshot_status_as(Some("admin-token")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        serve.snapshot_status_as(Some(&allowed)).await,
+        StatusCode::OK
+    );
+    // Health and readiness name no namespace and stay open.
+    assert_eq!(serve.status("/readyz").await, Some(StatusCode::OK));
+
+    // The ServiceAccount deleted: its token is refused once the cache bounds passed
+    // (ours, 2 s here, and the apiserver's own 10 s cache of token successes).
+    Api::<ServiceAccount>::namespaced(admin.clone(), "kubelet-scope")
+        .delete("kubelet-proxy", &DeleteParams::default())
+        .await
+        .unwrap();
+    let logs = || serve.logs();
+    eventually(
+        "the deleted account's token refused",
+        Duration::from_secs(20),
+        logs,
+        || async { serve.snapshot_status_as(Some(&allowed)).await == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+}

@@ -23,6 +23,7 @@ use axum::Router;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{self, Authenticator};
 use super::metrics::{Metrics, RequestLabels};
 use super::store::{Current, Published, Store};
 
@@ -39,9 +40,20 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+#[cfg(test)]
 pub fn router(state: AppState) -> Router {
+    guarded_router(state, None)
+}
+
+/// The API with `/v1/snapshot` behind `auth`, when given; health, readiness and
+/// metrics stay open (they name no namespace).
+pub fn guarded_router(state: AppState, auth: Option<Arc<Authenticator>>) -> Router {
+    let mut snapshots = Router::new().route("/v1/snapshot", get(snapshot));
+    if let Some(auth) = auth {
+        snapshots = snapshots.route_layer(middleware::from_fn_with_state(auth, auth::require));
+    }
     Router::new()
-        .route("/v1/snapshot", get(snapshot))
+        .merge(snapshots)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

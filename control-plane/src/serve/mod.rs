@@ -17,6 +17,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::EXIT_INVALID;
 
+mod auth;
 mod file_source;
 mod http;
 mod kube_source;
@@ -40,9 +41,34 @@ pub struct ServeArgs {
     /// instead of watching the apiserver; reloaded when it changes.
     #[arg(long, value_name = "FILE")]
     namespaces_file: Option<PathBuf>,
+    /// Serve /v1/snapshot only to a bearer token of this ServiceAccount,
+    /// `NAMESPACE:NAME` (repeatable), as a TokenReview with the apiserver says (the
+    /// server's own ServiceAccount needs `system:auth-delegator`). Without it the
+    /// snapshot is open to anyone who reaches the listener.
+    #[arg(long = "allow-serviceaccount", value_name = "NAMESPACE:NAME", value_parser = parse_serviceaccount)]
+    allow_serviceaccounts: Vec<String>,
+    /// Audiences the token must carry (repeatable; default: the apiserver's).
+    #[arg(long = "token-audience", value_name = "AUDIENCE")]
+    token_audiences: Vec<String>,
+    /// How long a TokenReview's answer (positive or negative) is reused.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    auth_cache_seconds: u64,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+fn parse_serviceaccount(s: &str) -> Result<String, String> {
+    let valid = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    match s.split_once(':') {
+        Some((ns, name)) if valid(ns) && valid(name) => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not NAMESPACE:NAME of a ServiceAccount")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,8 +119,22 @@ fn init_logging(format: LogFormat) {
 async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), String> {
     let store = store::Store::default();
     let metrics = Arc::new(metrics::Metrics::default());
-    let source = match &args.namespaces_file {
-        Some(path) => {
+    let needs_client = args.namespaces_file.is_none() || !args.allow_serviceaccounts.is_empty();
+    let client = if needs_client {
+        // Kubeconfig ($KUBECONFIG, ~/.kube/config) or in-cluster, as kube-rs infers.
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes client configuration: {e}"))?;
+        tracing::info!(apiserver = %config.cluster_url, "talking to the apiserver");
+        Some(
+            kube::Client::try_from(config)
+                .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let source = match (&args.namespaces_file, &client) {
+        (Some(path), _) => {
             tracing::info!(path = %path.display(), "serving namespaces from a file");
             tokio::spawn(file_source::run(
                 path.clone(),
@@ -104,32 +144,42 @@ async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), 
                 metrics.clone(),
             ))
         }
-        None => {
-            // Kubeconfig ($KUBECONFIG, ~/.kube/config) or in-cluster, as kube-rs infers.
-            let config = kube::Config::infer()
-                .await
-                .map_err(|e| format!("no Kubernetes client configuration: {e}"))?;
-            tracing::info!(apiserver = %config.cluster_url, "watching namespaces");
-            let client = kube::Client::try_from(config)
-                .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
+        (None, Some(client)) => {
+            tracing::info!("watching namespaces");
             tokio::spawn(kube_source::run(
-                client,
+                client.clone(),
                 selection,
                 store.clone(),
                 metrics.clone(),
             ))
         }
+        (None, None) => return Err("no namespace source".into()),
+    };
+    let auth = match (&client, args.allow_serviceaccounts.is_empty()) {
+        (Some(client), false) => {
+            tracing::info!(allowed = ?args.allow_serviceaccounts, "snapshot requires a ServiceAccount token");
+            Some(Arc::new(auth::Authenticator::new(
+                client.clone(),
+                &args.allow_serviceaccounts,
+                args.token_audiences.clone(),
+                std::time::Duration::from_secs(args.auth_cache_seconds),
+            )))
+        }
+        _ => None,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %args.listen, "serving snapshots");
     let shutdown = CancellationToken::new();
-    let app = http::router(http::AppState {
-        store,
-        metrics,
-        shutdown: shutdown.clone(),
-    });
+    let app = http::guarded_router(
+        http::AppState {
+            store,
+            metrics,
+            shutdown: shutdown.clone(),
+        },
+        auth,
+    );
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             terminated().await;

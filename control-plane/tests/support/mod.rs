@@ -252,6 +252,15 @@ impl Serve {
         .await;
     }
 
+    /// The status of `GET /v1/snapshot` with `token` as the bearer, if any.
+    pub async fn snapshot_status_as(&self, token: Option<&str>) -> StatusCode {
+        let mut req = self.http.get(format!("{}/v1/snapshot", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().status()
+    }
+
     /// `GET /v1/snapshot`, optionally long-polling with the version held.
     pub async fn snapshot(&self, held: Option<&str>, wait: Option<u64>) -> Reply {
         let mut url = format!("{}/v1/snapshot", self.base);
