@@ -7,7 +7,10 @@
 //! itself: no namespace parsing, no HTTP handling beyond binding the listener.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -41,6 +44,13 @@ pub struct ServeArgs {
     /// instead of watching the apiserver; reloaded when it changes.
     #[arg(long, value_name = "FILE")]
     namespaces_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM) instead of plain HTTP; reread
+    /// every minute, so a rotated Secret is picked up.
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
     /// Serve /v1/snapshot only to a bearer token of this ServiceAccount,
     /// `NAMESPACE:NAME` (repeatable), as a TokenReview with the apiserver says (the
     /// server's own ServiceAccount needs `system:auth-delegator`). Without it the
@@ -167,10 +177,6 @@ async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), 
         }
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, "serving snapshots");
     let shutdown = CancellationToken::new();
     let app = http::guarded_router(
         http::AppState {
@@ -180,15 +186,76 @@ async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), 
         },
         auth,
     );
-    let served = axum::serve(listener, app)
+    let served = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => serve_tls(args.listen, cert, key, app, shutdown).await,
+        _ => serve_plain(args.listen, app, shutdown).await,
+    };
+    source.abort();
+    served
+}
+
+async fn serve_plain(
+    listen: SocketAddr,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "serving snapshots over HTTP");
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             terminated().await;
             tracing::info!("shutting down");
             shutdown.cancel();
         })
-        .await;
-    source.abort();
-    served.map_err(|e| format!("HTTP server failed: {e}"))
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))
+}
+
+async fn serve_tls(
+    listen: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    // Only ring is compiled in; make it the process' provider, as kube-rs' is.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|e| format!("cannot load {} / {}: {e}", cert.display(), key.display()))?;
+    let reload = tokio::spawn({
+        let (tls, cert, key) = (tls.clone(), cert.to_owned(), key.to_owned());
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(error) = tls.reload_from_pem_file(&cert, &key).await {
+                    tracing::warn!(%error, "cannot reload the serving certificate; keeping the old one");
+                }
+            }
+        }
+    });
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            terminated().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+            handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        }
+    });
+    tracing::info!(%listen, "serving snapshots over HTTPS");
+    let served = axum_server::bind_rustls(listen, tls)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .map_err(|e| format!("HTTPS server failed on {listen}: {e}"));
+    reload.abort();
+    served
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (a terminal).
