@@ -83,6 +83,9 @@ struct State {
     /// above all in wasm.
     last_namespace: Vec<u8>,
     last_lookup: Option<(Visibility, Option<EntryId>)>,
+    /// The bytes of an [`Edit::Replace`] (kept here, not in the edit, so that no
+    /// edit owns memory: the per-line path then has no drop glue).
+    replacement: Vec<u8>,
     counters: Counters,
 }
 
@@ -96,9 +99,9 @@ enum Edit<'e> {
     Rebuild(LabelSet, &'e NamespaceEntry, OnConflict),
     /// Hold a metadata line until its family's first kept series.
     Hold,
-    /// Write these bytes instead of the line's first `n` bytes (a series whose
-    /// exemplar is removed).
-    Replace(Vec<u8>, usize),
+    /// Write `State::replacement` instead of the line's first `n` bytes (a series
+    /// whose exemplar is removed).
+    Replace(usize),
 }
 
 impl Rewriter {
@@ -113,6 +116,7 @@ impl Rewriter {
                 line_number: 1,
                 last_namespace: Vec::new(),
                 last_lookup: None,
+                replacement: Vec::new(),
                 counters: Counters::default(),
             },
             scope,
@@ -322,9 +326,9 @@ impl State {
                 self.held_meta.extend_from_slice(&src[start..next]);
                 *run = next;
             }
-            Edit::Replace(bytes, n) => {
+            Edit::Replace(n) => {
                 out.extend_from_slice(&src[*run..start]);
-                out.extend_from_slice(&bytes);
+                out.extend_from_slice(&self.replacement);
                 *run = start + n;
             }
         }

@@ -84,7 +84,15 @@ impl State {
         let entry = entry.and_then(|id| scope.catalog().entry(id));
         if let Some(hash) = exemplar {
             if let Some(cut) = self.foreign_exemplar(scope, line, hash)? {
-                return Ok(without_exemplar(line, cut, set.as_ref(), entry, injection));
+                let out = &mut self.replacement;
+                return Ok(without_exemplar(
+                    line,
+                    cut,
+                    set.as_ref(),
+                    entry,
+                    injection,
+                    out,
+                ));
             }
         }
         let (Some(set), Some(entry), Some(injection)) = (set, entry, injection) else {
@@ -205,12 +213,13 @@ fn without_exemplar<'e>(
     set: Option<&LabelSet>,
     entry: Option<&NamespaceEntry>,
     injection: Option<&crate::snapshot::catalog::InjectionRules>,
+    out: &mut Vec<u8>,
 ) -> Edit<'e> {
     let end = line.len() - usize::from(line.ends_with(b"\r"));
-    let mut out = Vec::with_capacity(cut + 64);
+    out.clear();
     match (set, entry.filter(|e| !e.suffix.is_empty()), injection) {
         (Some(set), Some(entry), Some(injection)) if set.conflict => {
-            rebuild(&line[..cut], set, entry, injection.on_conflict, &mut out);
+            rebuild(&line[..cut], set, entry, injection.on_conflict, out);
         }
         (Some(set), Some(entry), Some(_)) => {
             out.extend_from_slice(&line[..set.insert_at]);
@@ -219,7 +228,7 @@ fn without_exemplar<'e>(
         }
         _ => out.extend_from_slice(&line[..cut]),
     }
-    Edit::Replace(out, end)
+    Edit::Replace(end)
 }
 
 /// Whether the label-name bytes `line[start..end]` (as [`skip_label_name`] found
