@@ -131,6 +131,10 @@ impl State {
     /// Tenant mode: where to cut `line` (before the blanks ahead of its `#`)
     /// when its OpenMetrics exemplar, at `hash`, names a namespace the tenant may
     /// not see; the sample stays. An exemplar without `namespace` stays.
+    /// Out of line: exemplars are rare in kubelet bodies, and inlined this would
+    /// weigh on every series.
+    #[cold]
+    #[inline(never)]
     fn foreign_exemplar(
         &self,
         scope: &RequestScope,
