@@ -160,3 +160,14 @@ $(WRK):
 	dpkg -x $$(ls -t $(CACHE)/debs/wrk_*.deb | head -1) $(CACHE)/wrk
 	dpkg -x $$(ls -t $(CACHE)/debs/libluajit-5.1-2_*.deb | head -1) $(CACHE)/wrk
 	test -x $@
+
+# Not a test: tenants and the platform listener through Envoy for SOAK_SECONDS (10
+# min), the control plane restarted and the namespace map changed meanwhile; reports
+# requests, non-2xx by status, Envoy's memory at start and end, and any byte a tenant
+# must not see (exit 1 if there is one). envoy/bench/soak.py; report in
+# target/bench-soak/report.json.
+SOAK_SECONDS ?= 600
+.PHONY: bench-soak
+bench-soak: venv wasm
+	cargo build -p kubelet-scope
+	$(VENV)/bin/python envoy/bench/soak.py --seconds $(SOAK_SECONDS)
