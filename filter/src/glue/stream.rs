@@ -212,7 +212,7 @@ impl Stream {
                 .flatten()
         };
         let code = match status {
-            Upstream::Success => return Action::Continue,
+            Upstream::Success | Upstream::NotModified => return Action::Continue,
             Upstream::Redirect => {
                 let location = header("location");
                 let allowed = redirect_path(location.as_deref()).is_some_and(|path| {

@@ -105,6 +105,8 @@ pub enum Upstream {
     Success,
     /// 301, 302, 303, 307, 308: passes only when its `Location` may be used.
     Redirect,
+    /// 304: has no body by definition, so it carries nothing to withhold.
+    NotModified,
     /// Anything else (an unreadable status included, as 502): in tenant mode
     /// the status stays and the body is replaced.
     Error(u16),
@@ -119,6 +121,7 @@ pub fn upstream_status(status: Option<&[u8]>) -> Upstream {
     match code {
         Some(200..=299) => Upstream::Success,
         Some(301 | 302 | 303 | 307 | 308) => Upstream::Redirect,
+        Some(304) => Upstream::NotModified,
         Some(c) => Upstream::Error(c),
         None => Upstream::Error(502),
     }
@@ -178,7 +181,7 @@ mod tests {
         assert_eq!(s(b"206"), Upstream::Success);
         assert_eq!(s(b"301"), Upstream::Redirect);
         assert_eq!(s(b"308"), Upstream::Redirect);
-        assert_eq!(s(b"304"), Upstream::Error(304));
+        assert_eq!(s(b"304"), Upstream::NotModified);
         assert_eq!(s(b"404"), Upstream::Error(404));
         assert_eq!(s(b"500"), Upstream::Error(500));
         for bad in [&b"2000"[..], b"20", b"abc", b"099", b"600", b""] {

@@ -42,6 +42,18 @@ fn kubelet_error_bodies_are_withheld_from_tenants() {
         );
     }
     assert_eq!(proxy.metric(m::ERROR_BODY_REPLACED), Some(4));
+    // A 304 has no body to withhold: it passes as it is, not counted.
+    let mut not_modified = answer("304", TEXT, b"", &[("etag", "\"v1\"")]);
+    not_modified.chunks.clear();
+    let ex = fetch(
+        &mut vm,
+        "/metrics/cadvisor",
+        &[("x-tenant", "acme")],
+        &not_modified,
+    );
+    assert_eq!((ex.status, ex.body.len()), (304, 0));
+    assert_eq!(ex.header("etag").as_deref(), Some("\"v1\""));
+    assert_eq!(proxy.metric(m::ERROR_BODY_REPLACED), Some(4));
     // The platform's view (no tenancy) keeps the kubelet's answer.
     let other = self::proxy();
     let mut inject = vm_with_snapshot(&other, &injection_config(), Some(SNAPSHOT_V1)).unwrap();
