@@ -72,6 +72,15 @@ fetch() {
     fi
 }
 
+# Debian's Go in GOPATH mode, offline, with the caches under $KUBE_CACHE.
+go_env() {
+    export GOROOT=$KUBE_CACHE/root/usr/lib/go-1.19
+    export GOPATH=$KUBE_CACHE/gopath
+    export GO111MODULE=off CGO_ENABLED=0 GOPROXY=off GOFLAGS=
+    export GOCACHE=$KUBE_CACHE/gocache
+    export PATH=$GOROOT/bin:$PATH
+}
+
 build() {
     if [ -x "$APISERVER" ] && [ -x "$ETCD" ]; then
         return 0
@@ -79,11 +88,7 @@ build() {
     local started=$SECONDS
     fetch
     local root=$KUBE_CACHE/root
-    export GOROOT=$root/usr/lib/go-1.19
-    export GOPATH=$KUBE_CACHE/gopath
-    export GO111MODULE=off CGO_ENABLED=0 GOPROXY=off GOFLAGS=
-    export GOCACHE=$KUBE_CACHE/gocache
-    export PATH=$GOROOT/bin:$PATH
+    go_env
     local k8s=$GOPATH/src/k8s.io/kubernetes
     mkdir -p "$GOPATH/src/k8s.io"
     ln -sfn "$KUBE_CACHE/src/kubernetes-1.20.2" "$k8s"
@@ -145,11 +150,7 @@ build_node() {
     done
     [ ${#missing[@]} -gt 0 ] || return 0
     local started=$SECONDS
-    export GOROOT=$KUBE_CACHE/root/usr/lib/go-1.19
-    export GOPATH=$KUBE_CACHE/gopath
-    export GO111MODULE=off CGO_ENABLED=0 GOPROXY=off GOFLAGS=
-    export GOCACHE=$KUBE_CACHE/gocache
-    export PATH=$GOROOT/bin:$PATH
+    go_env
     cd "$GOPATH/src/k8s.io/kubernetes"
     for name in "${missing[@]}"; do
         build_component "$name"
