@@ -35,7 +35,7 @@ use crate::body::BodyError;
 use crate::config::Config;
 use crate::policy::answer::answer;
 use crate::policy::decide::{decide, resolve_tenant, Decision, Request};
-use crate::policy::endpoint::{classify, BodyKind};
+use crate::policy::endpoint::BodyKind;
 use crate::policy::http::{
     check_response, redirect_path, tenant_header, upstream_accept, upstream_status, TenantHeader,
     Upstream,
@@ -124,12 +124,6 @@ impl Stream {
             tenant: tenant.as_deref(),
         };
         let decision = decide(&config, catalog.as_deref(), &request);
-        if !matches!(decision, Decision::Deny { .. }) && classify(&path).is_read() {
-            // A range of a filtered body would be a range of the kubelet's.
-            for name in ["range", "if-range"] {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-            }
-        }
         match decision {
             Decision::Deny { status, reason } => {
                 inc(self.metrics.requests_denied);
@@ -155,6 +149,10 @@ impl Stream {
                     return self.refuse(503, "kubelet-scope: namespace snapshot not available");
                 };
                 inc(self.metrics.requests_rewritten);
+                // A range of the kubelet's body is not a range of the rewritten one.
+                for name in ["range", "if-range"] {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+                }
                 let accept = upstream_accept(kind, header("accept").map(str::as_bytes));
                 let _ = hostcalls::set_map_value(
                     MapType::HttpRequestHeaders,
