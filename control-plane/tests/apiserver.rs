@@ -137,8 +137,22 @@ async fn watched(
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn follows_namespace_changes_and_wakes_long_polls() {
     let (_cluster, admin, serve) = watched("", &[]).await;
+    // The apiserver's bootstrap controller creates the system namespaces a moment
+    // after it is ready (on a loaded machine, after the first list): they follow.
+    let systems = ["default", "kube-system", "kube-public"];
+    let logs = || serve.logs();
+    eventually(
+        "the system namespaces in the snapshot",
+        RECOVER,
+        logs,
+        || async {
+            let s = serve.current().await;
+            systems.iter().all(|n| s.namespaces.contains_key(*n))
+        },
+    )
+    .await;
     let s0 = serve.current().await;
-    for system in ["default", "kube-system", "kube-public"] {
+    for system in systems {
         assert!(
             s0.namespaces.contains_key(system),
             "{system} missing: {s0:?}"
