@@ -112,3 +112,14 @@ def live(spec):
     with s:
         s.wait_ready("acme")
         yield s
+
+
+@pytest.fixture(scope="session")
+def daemonset_apiserver():
+    """The real apiserver the DaemonSet's control plane watches and reviews tokens
+    with (test_daemonset.py, test_attacks.py)."""
+    from test_daemonset import start_apiserver
+
+    api = start_apiserver(WORK / "daemonset-apiserver")
+    yield api
+    api.stop()

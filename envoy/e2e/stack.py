@@ -247,6 +247,8 @@ class Stack:
     starts none (the filter then never gets a snapshot). template: another Envoy
     template with the same placeholders (the benchmark's envoy/bench.yaml); render:
     a function of the prepared stack returning the whole Envoy configuration instead.
+    control_plane_args: more `kubelet-scope serve` arguments; control_plane_ca: the CA
+    of the certificate they make it serve HTTPS with (its readiness is checked so).
     """
 
     def __init__(
@@ -262,6 +264,8 @@ class Stack:
         standin_args=(),
         template=TEMPLATE,
         render=None,
+        control_plane_args=(),
+        control_plane_ca=None,
     ):
         self.dir = Path(workdir)
         self.tenant_config = tenant_config or example_config("tenant")
@@ -274,6 +278,8 @@ class Stack:
         self.standin_args = list(standin_args)
         self.template = Path(template)
         self.render = render
+        self.control_plane_args = list(control_plane_args)
+        self.control_plane_ca = control_plane_ca
         self.processes = {}
         self.ports = {}
 
@@ -368,10 +374,16 @@ class Stack:
             env["KUBECONFIG"] = str(self.kubeconfig)
         else:
             argv += ["--namespaces-file", self.namespaces_file]
+        argv += self.control_plane_args
         self.processes["control-plane"] = Process("control-plane", argv, self.dir, env)
         self.processes["control-plane"].wait_ready(
             "the control plane to be ready",
-            lambda: request(self.ports["control_plane"], "/readyz", timeout=2).status == 200,
+            lambda: (
+                request(
+                    self.ports["control_plane"], "/readyz", tls_ca=self.control_plane_ca, timeout=2
+                ).status
+                == 200
+            ),
         )
 
     def start_standin(self):
@@ -559,8 +571,49 @@ class Apiserver:
             assert status == 409, (status, body)  # created meanwhile: patch it
         raise AssertionError(f"could not label namespace {name}")
 
+    def create(self, path, obj):
+        """POSTs `obj` to the collection `path`; one that exists already is fine."""
+        status, body = self.call("POST", path, obj, "application/json")
+        assert status in (201, 409), (status, body)
+        return body
+
+    def service_account(self, namespace, name):
+        self.label_namespace(namespace, {})
+        self.create(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": name}})
+
+    def token(self, namespace, name, audience, seconds=3600):
+        """A ServiceAccount token from the TokenRequest API (as a projected volume
+        holds it)."""
+        status, body = self.call(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {"spec": {"audiences": [audience], "expirationSeconds": seconds}},
+            "application/json",
+        )
+        assert status == 201, (status, body)
+        return json.loads(body)["status"]["token"]
+
     def stop(self):
         subprocess.run([APISERVER_SCRIPT, "stop", self.dir], check=False)
+
+
+def issue_certificate(directory, name, sans):
+    """A CA (`name`-ca.crt) and a certificate it signed (`name`.crt, `name`.key) for
+    the subjectAltNames `sans` (e.g. "DNS:x.svc,IP:127.0.0.1"); returns the three paths."""
+    d = Path(directory)
+    ca, ca_key = d / f"{name}-ca.crt", d / f"{name}-ca.key"
+    cert, key, csr, ext = (d / f"{name}.{s}" for s in ("crt", "key", "csr", "ext"))
+    ext.write_text(f"subjectAltName={sans}\n")
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    days = ["-days", "2"]
+    for argv in (
+        ["req", "-x509", *new_key, *days, "-keyout", ca_key, "-out", ca, "-subj", f"/CN={name}-ca"],
+        ["req", *new_key, "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
+        ["x509", "-req", *days, "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"]
+        + ["-out", cert, "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+    return ca, cert, key
 
 
 def clean_dir(path):

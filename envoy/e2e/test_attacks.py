@@ -14,11 +14,10 @@ import ssl
 import subprocess
 
 import pytest
-from test_daemonset import local_daemonset_config, service_account_token
+from test_daemonset import PROBES, daemonset_stack, daemonset_token, get, service_account_token
 
 import stack
 from conftest import WORK
-from stack import write_namespaces_file
 
 # Request targets that must not reach the kubelet, whatever their spelling.
 FORBIDDEN_TARGETS = [
@@ -48,14 +47,16 @@ FORBIDDEN_SEEN = ("configz", "exec", "/run/", "containerLogs", "logs", "debug")
 
 
 @pytest.fixture(scope="module")
-def daemonset():
+def daemonset(daemonset_apiserver):
+    """The DaemonSet's Envoy as it ships, its control plane on the real apiserver
+    (test_daemonset.py's world)."""
     workdir = stack.clean_dir(WORK / "attacks-daemonset")
-    spec = {"default": {"team": "web", "tenant": "acme"}, "acme-mon": {"tenant": "acme"}}
-    write_namespaces_file(workdir / "namespaces.json", spec)
-    s = stack.Stack(
-        workdir, namespaces_file=workdir / "namespaces.json", render=local_daemonset_config
-    )
-    with s:
+    token = daemonset_token(daemonset_apiserver)
+    with daemonset_stack(daemonset_apiserver, workdir, token) as s:
+        stack.wait_for(
+            "the filter to have a snapshot",
+            lambda: get(s, "tenant", "/metrics/probes", "acme-mon", PROBES).status == 200,
+        )
         yield s
 
 
