@@ -1,6 +1,6 @@
 """Attack regression suite: raw requests that no client library normalises, through
 every listener of both shipped configurations (envoy/local.yaml; the DaemonSet's
-envoy.yaml of deploy/kubelet-proxy.yaml, run as in test_daemonset.py), over HTTP/1.1
+envoy.yaml of deploy/base/kubelet-proxy.yaml, run as in test_daemonset.py), over HTTP/1.1
 (a socket, TLS where the listener has it) and HTTP/2 (curl with prior knowledge and
 --path-as-is, on the plain listeners). Whatever Envoy or the filter answers, a request
 for a path that is not a read endpoint never reaches the kubelet, and a tenant never

@@ -1,6 +1,6 @@
 """The production configurations of deploy/, run for real: the DaemonSet's Envoy
-(deploy/kubelet-proxy.yaml) and the control plane's arguments
-(deploy/control-plane.yaml) against a real kube-apiserver.
+(deploy/base/kubelet-proxy.yaml) and the control plane's arguments
+(deploy/base/control-plane.yaml) against a real kube-apiserver.
 
 The ConfigMap's envoy.yaml and the Deployment's arguments are taken as they ship;
 only what the pods mount (files) and the node's addresses (ports, the control
@@ -18,8 +18,8 @@ import yaml
 import stack
 from conftest import WORK
 
-MANIFEST = stack.REPO / "deploy" / "kubelet-proxy.yaml"
-CONTROL_PLANE_MANIFEST = stack.REPO / "deploy" / "control-plane.yaml"
+MANIFEST = stack.REPO / "deploy" / "base" / "kubelet-proxy.yaml"
+CONTROL_PLANE_MANIFEST = stack.REPO / "deploy" / "base" / "control-plane.yaml"
 PROBES = {"x-standin-fixture": "probes-gke-2021-datadog.txt"}  # default, kube-system
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE = "kubelet-scope.kubelet-scope.svc"
