@@ -21,7 +21,7 @@ PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 .PHONY: test demo setup-rust lint unit wasm cli bench fuzz
 
 # Each area adds its test target to this list.
-TEST_TARGETS := lint unit wasm-unit control-plane-it host-tests e2e
+TEST_TARGETS := lint unit wasm-unit control-plane-it host-tests e2e images-test
 
 test: $(TEST_TARGETS)
 	@echo "make test: all passed"
@@ -188,11 +188,11 @@ VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # Debian tools, unpacked into .cache/ (not installed): skopeo (and its libgpgme),
 # the CNCF distribution registry, runc, and libc6 for the Envoy image's glibc.
 SKOPEO := $(CACHE)/skopeo/usr/bin/skopeo
-REGISTRY := $(CACHE)/docker-registry/usr/bin/docker-registry
+DISTRIBUTION := $(CACHE)/docker-registry/usr/bin/docker-registry
 RUNC := $(CACHE)/runc/usr/sbin/runc
 GLIBC := $(CACHE)/libc6
 IMAGE_TOOLS_ENV := SKOPEO_BIN=$(SKOPEO) SKOPEO_LD_LIBRARY_PATH=$(CACHE)/skopeo/usr/lib/x86_64-linux-gnu \
-	REGISTRY_BIN=$(REGISTRY) RUNC_BIN=$(RUNC)
+	REGISTRY_BIN=$(DISTRIBUTION) RUNC_BIN=$(RUNC)
 .PHONY: cli-static images images-test image-tools release
 
 # The musl build: ring's C goes through Debian's musl-gcc (musl-tools; it needs
@@ -210,7 +210,17 @@ images: cli-static wasm venv $(GLIBC)/.unpacked
 		--control-plane $(CLI_STATIC) --wasm $(WASM) \
 		--envoy $$(echo $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy) --glibc $(GLIBC)
 
-image-tools: $(SKOPEO) $(REGISTRY) $(RUNC)
+# The release (images/release.py says what dist/ holds): the manifests name the
+# images as IMAGE_REGISTRY/kubelet-scope/...@sha256:..., where they are to be pushed.
+# RELEASE_ARGS="--set envoyproxy/envoy:v1.40.0=envoyproxy/envoy@sha256:..." pins others.
+IMAGE_REGISTRY ?= localhost:5000
+RELEASE_ARGS ?=
+release: cli-static wasm venv
+	@test "$(origin VERSION)" != file || { echo "usage: make release VERSION=x.y.z" >&2; exit 2; }
+	$(VENV)/bin/python images/release.py --version $(VERSION) --dist dist --registry $(IMAGE_REGISTRY) \
+		--control-plane $(CLI_STATIC) --wasm $(WASM) $(RELEASE_ARGS)
+
+image-tools: $(SKOPEO) $(DISTRIBUTION) $(RUNC)
 
 images-test: images image-tools
 	$(VENV)/bin/ruff check images/
@@ -224,7 +234,7 @@ deb-unpack = mkdir -p $(CACHE)/debs && cd $(CACHE)/debs && \
 $(SKOPEO):
 	$(call deb-unpack,skopeo,skopeo libgpgme11)
 	test -x $@
-$(REGISTRY):
+$(DISTRIBUTION):
 	$(call deb-unpack,docker-registry,docker-registry)
 	test -x $@
 $(RUNC):
