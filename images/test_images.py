@@ -147,6 +147,9 @@ def test_pushed_and_pulled_back_with_the_same_digests(built, registry, pushed, n
         _, manifest, digest = r.image(info["repository"], ident)
         assert digest == info["manifest_digest"]
     image = archive(built, name)
+    ref = f"docker://{registry.host}/{info['repository']}:{info['tag']}"
+    raw = registry.skopeo("inspect", "--raw", "--tls-verify=false", ref)
+    assert raw.encode() == image.manifest.data, "skopeo reads another manifest back"
     for desc in [manifest["config"], *manifest["layers"]]:
         local = next(b for b in image.blobs() if b.digest == desc["digest"])
         assert r.blob(info["repository"], desc) == local.data
