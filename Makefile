@@ -225,7 +225,7 @@ image-tools: $(SKOPEO) $(DISTRIBUTION) $(RUNC)
 images-test: images image-tools
 	$(VENV)/bin/ruff check images/
 	$(VENV)/bin/ruff format --check images/
-	$(IMAGE_TOOLS_ENV) $(VENV)/bin/pytest -q -p no:cacheprovider images/
+	$(IMAGE_TOOLS_ENV) $(VENV)/bin/pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/target/images-test images/
 
 # deb-unpack DIR, PACKAGES: Debian packages unpacked into .cache/DIR (not installed).
 deb-unpack = mkdir -p $(CACHE)/debs && cd $(CACHE)/debs && \
