@@ -195,8 +195,9 @@ IMAGE_TOOLS_ENV := SKOPEO_BIN=$(SKOPEO) SKOPEO_LD_LIBRARY_PATH=$(CACHE)/skopeo/u
 	REGISTRY_BIN=$(DISTRIBUTION) RUNC_BIN=$(RUNC)
 .PHONY: cli-static images images-test image-tools release
 
-# The musl build: ring's C goes through Debian's musl-gcc (musl-tools; it needs
-# /usr/lib/musl, so it is installed, not unpacked). Paths of this clone and of
+# The musl build. cc-rs compiles ring's C and assembly with x86_64-linux-musl-gcc
+# when it is there (Debian's musl-tools: installed, not unpacked, as its wrapper
+# needs /usr/lib/musl); rustc links with its own musl crt. Paths of this clone and of
 # CARGO_HOME are remapped and symbols stripped, so another clone builds the same
 # bytes (and the image the same digest). The flags apply to the musl target only.
 cli-static: setup-rust
