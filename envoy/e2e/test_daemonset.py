@@ -14,7 +14,7 @@ from conftest import WORK
 from stack import write_namespaces_file
 
 MANIFEST = stack.REPO / "deploy" / "kubelet-proxy.yaml"
-PROBES = {"x-standin-fixture": "probes-gke-2021-datadog.txt"}  # default, kube-system
+PROBES = {"x-standin-fixture": "probes-k8s1.20-synthetic.txt"}  # default, kube-system
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
