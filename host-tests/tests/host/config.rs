@@ -122,8 +122,7 @@ fn readme_configuration_examples_work() {
         let proxy = proxy();
         proxy.add_cluster("kubelet-scope-control-plane");
         let mut vm = vm_with_snapshot(&proxy, config, Some(SNAPSHOT_V1)).unwrap();
-        let body =
-            kubelet_scope_testdata::third_party!("cadvisor-k8s1.16-kind-containerd-datadog.txt");
+        let body = third_party!("cadvisor-k8s1.16-kind-containerd-datadog.txt");
         let ex = fetch(
             &mut vm,
             "/metrics/cadvisor",

@@ -6,6 +6,8 @@
 
 use kubelet_scope_host_tests::testkit::*;
 use kubelet_scope_host_tests::*;
+// `third_party!(name)`: a third-party capture, or a return (SKIPPED) without them.
+use kubelet_scope_testdata::third_party;
 
 mod config;
 mod fuzz;

@@ -240,8 +240,7 @@ fn static_tenancy_needs_no_control_plane() {
     proxy.advance_ms(10_000_000);
     vm.tick().unwrap();
     assert!(vm.pending_calls().is_empty());
-    let body =
-        kubelet_scope_testdata::third_party!("cadvisor-k8s1.16-minikube-docker20.10-nri.txt");
+    let body = third_party!("cadvisor-k8s1.16-minikube-docker20.10-nri.txt");
     let ex = fetch(
         &mut vm,
         "/metrics/cadvisor",
