@@ -2,7 +2,9 @@
 //! end-to-end Envoy benchmark, which serves the same synthetic bodies).
 //!
 //! * [`synthetic`] scales real captures to a busy node: 110 pods (the kubelet's
-//!   default `maxPods`) spread over 20 namespaces.
+//!   default `maxPods`) spread over 20 namespaces. The captures are third-party ones
+//!   (testdata/README.md), so the benchmarks need them (`../shared` beside the clone
+//!   or `KUBELET_SCOPE_FIXTURES`); the tests and the demo do not.
 //! * [`WasmGuest`] runs the filter's rewriters compiled to `wasm32-wasip1` (SIMD)
 //!   inside wasmtime; [`native`] runs the same code natively.
 

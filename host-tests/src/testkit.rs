@@ -18,7 +18,7 @@ use crate::{headers, Headers, Proxy, Result, Vm};
 /// The control plane's cluster in every test configuration.
 pub const CLUSTER: &str = "kubelet-scope-control-plane";
 
-/// Namespaces of the captures, with owners and teams.
+/// Namespaces of the captures and of the own synthetic bodies, with owners and teams.
 pub const SNAPSHOT_V1: &str = r#"{"version":"v1","generatedAt":"2026-01-01T00:00:00Z","namespaces":{
   "kube-system":{"labels":{"team":"platform","tenant":"ops","cost-centre":"42"}},
   "default":{"labels":{"team":"web","tenant":"acme"}},
@@ -28,7 +28,9 @@ pub const SNAPSHOT_V1: &str = r#"{"version":"v1","generatedAt":"2026-01-01T00:00
   "workload-stress-ng":{"labels":{"tenant":"globex"}},
   "workload-stress-test-ad":{"labels":{"tenant":"globex"}},
   "local-path-storage":{"labels":{"tenant":"ops"}},
-  "sleeper-1":{"labels":{"team":"sleepers","tenant":"acme"}}}}"#;
+  "sleeper-1":{"labels":{"team":"sleepers","tenant":"acme"}},
+  "shop":{"labels":{"team":"web","tenant":"acme"}},
+  "analytics":{"labels":{"team":"data","tenant":"globex"}}}}"#;
 
 /// Injection only.
 pub fn injection_config() -> String {

@@ -76,7 +76,7 @@ fn metrics_are_defined_with_the_prefix() {
         );
     }
     assert!(defined.keys().all(|k| k.starts_with("kubelet_scope_")));
-    assert_eq!(proxy.metric(m::SNAPSHOT_NAMESPACES), Some(9));
+    assert_eq!(proxy.metric(m::SNAPSHOT_NAMESPACES), Some(11));
     assert_eq!(proxy.metric(m::SNAPSHOT_LOADED), Some(1));
 }
 
