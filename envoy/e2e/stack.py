@@ -37,10 +37,11 @@ REPO = Path(__file__).resolve().parents[2]
 # The kubelet bodies, found by the rule of every test (testdata/src/lib.rs):
 # third-party captures, not carried by the project (may be absent), the captures of
 # the project's own cluster (may be absent) and its synthetic bodies (always there).
-FIXTURES = Path(
+# A relative folder in a variable is taken from the repository's root.
+FIXTURES = REPO / (
     os.environ.get("KUBELET_SCOPE_FIXTURES") or REPO.parent / "shared" / "fixtures" / "kubelet"
 )
-OWN_CAPTURES = Path(
+OWN_CAPTURES = REPO / (
     os.environ.get("KUBELET_SCOPE_OWN_CAPTURES") or REPO / "target" / "cluster" / "captures"
 )
 SYNTHETIC = REPO / "testdata" / "synthetic"

@@ -39,7 +39,8 @@ pub enum Source {
 impl Source {
     pub const ALL: [Source; 3] = [Source::ThirdParty, Source::OwnCaptures, Source::Synthetic];
 
-    /// The source's folder (which may not exist).
+    /// The source's folder (which may not exist); a relative one in the variable is
+    /// taken from the repository's root, as the Makefile and `stack.py` take it.
     pub fn dir(self) -> PathBuf {
         let (var, default) = match self {
             Source::ThirdParty => ("KUBELET_SCOPE_FIXTURES", "../shared/fixtures/kubelet"),
@@ -47,7 +48,7 @@ impl Source {
             Source::Synthetic => return repo().join("testdata/synthetic"),
         };
         match std::env::var_os(var) {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            Some(dir) if !dir.is_empty() => normalize(&repo().join(dir)),
             _ => normalize(&repo().join(default)),
         }
     }
