@@ -34,7 +34,37 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "testdata" / "kubelet"
+# The kubelet bodies, found by the rule of every test (testdata/src/lib.rs):
+# third-party captures, not carried by the project (may be absent), the captures of
+# the project's own cluster (may be absent) and its synthetic bodies (always there).
+# A relative folder in a variable is taken from the repository's root.
+FIXTURES = REPO / (
+    os.environ.get("KUBELET_SCOPE_FIXTURES") or REPO.parent / "shared" / "fixtures" / "kubelet"
+)
+OWN_CAPTURES = REPO / (
+    os.environ.get("KUBELET_SCOPE_OWN_CAPTURES") or REPO / "target" / "cluster" / "captures"
+)
+SYNTHETIC = REPO / "testdata" / "synthetic"
+THIRD_PARTY_ABSENT = (
+    f"SKIPPED: third-party kubelet captures not found at {FIXTURES} (set "
+    "KUBELET_SCOPE_FIXTURES to their folder); the tests that need them are skipped, "
+    "the others run on the project's own bodies only"
+)
+
+
+def fixture_dirs():
+    """The folders of kubelet bodies that exist, third-party captures first."""
+    return [d for d in (FIXTURES, OWN_CAPTURES, SYNTHETIC) if d.is_dir()]
+
+
+def fixture_path(name):
+    """The body `name` in the first folder of `fixture_dirs()` that has it."""
+    for d in fixture_dirs():
+        if (d / name).is_file():
+            return d / name
+    raise FileNotFoundError(f"no kubelet body {name} in {[str(d) for d in fixture_dirs()]}")
+
+
 VENV = Path(os.environ.get("KUBELET_SCOPE_VENV", REPO / ".venv"))
 ENVOY = VENV / "bin" / "envoy"
 WASM = REPO / "target" / "wasm32-wasip1" / "release" / "kubelet_scope_filter.wasm"
@@ -398,8 +428,7 @@ class Stack:
             self.dir / "kubelet.key",
             "--token-file",
             self.dir / "node-token",
-            "--fixtures",
-            FIXTURES,
+            *[a for d in fixture_dirs() for a in ("--fixtures", d)],
             *self.standin_args,
         ]
         self.processes["kubelet"] = Process("kubelet", argv, self.dir)

@@ -163,7 +163,7 @@ def test_an_upgrade_to_exec_is_refused(listener):
 
 
 def test_spoofed_tenant_headers_change_nothing(live):
-    fixture = {"x-standin-fixture": "cadvisor-k8s1.21-eks-docker-datadog.txt"}
+    fixture = {"x-standin-fixture": "cadvisor-k8s1.20-synthetic.txt"}
     as_acme = live.get("tenant", "/metrics/cadvisor", tenant="acme", headers=fixture)
     for spoof in (
         {"x-kubelet-scope-tenant": "globex"},
@@ -177,7 +177,7 @@ def test_spoofed_tenant_headers_change_nothing(live):
         "GET /metrics/cadvisor HTTP/1.1\r\nHost: kubelet\r\n"
         f"Authorization: Bearer {stack.jwt('acme')}\r\n"
         "x-kubelet-scope-tenant: globex\r\nx-kubelet-scope-tenant: globex\r\n"
-        "x-standin-fixture: cadvisor-k8s1.21-eks-docker-datadog.txt\r\nConnection: close\r\n\r\n"
+        "x-standin-fixture: cadvisor-k8s1.20-synthetic.txt\r\nConnection: close\r\n\r\n"
     )
     assert status_of(raw(live.ports["tenant"], req.encode())) == 200
 

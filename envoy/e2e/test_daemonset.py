@@ -20,7 +20,7 @@ from conftest import WORK
 
 MANIFEST = stack.REPO / "deploy" / "base" / "kubelet-proxy.yaml"
 CONTROL_PLANE_MANIFEST = stack.REPO / "deploy" / "base" / "control-plane.yaml"
-PROBES = {"x-standin-fixture": "probes-gke-2021-datadog.txt"}  # default, kube-system
+PROBES = {"x-standin-fixture": "probes-k8s1.20-synthetic.txt"}  # default, kube-system
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE = "kubelet-scope.kubelet-scope.svc"
 # The audience of the DaemonSet's second projected token, the control plane's.
