@@ -171,3 +171,38 @@ SOAK_SECONDS ?= 600
 bench-soak: venv wasm
 	cargo build -p kubelet-scope
 	$(VENV)/bin/python envoy/bench/soak.py --seconds $(SOAK_SECONDS)
+
+# The real single-node Kubernetes v1.20 (hack/cluster.sh): etcd, apiserver,
+# controller-manager, scheduler, kubelet, containerd + runc + CNI, all from Debian and
+# built/unpacked into .cache/kube on the first run (~10-15 min on 2 cores, cached),
+# in a network namespace of its own; needs root, cgroup v1 and namespaces.
+# `cluster-test` starts it, runs envoy/cluster/ in its namespace (PYTEST_ARGS select
+# tests), stops it also when tests fail, and then checks that the host is as it was
+# before the start (sysctls, network namespaces, mounts, processes, cgroups, paths).
+# `cluster-up`/`cluster-down` keep one running for work by hand:
+#   make cluster-up && hack/cluster.sh exec $(CLUSTER_DIR) kubectl get pods -A
+CLUSTER_DIR ?= $(CURDIR)/target/cluster
+PYTEST_ARGS ?=
+.PHONY: cluster-build cluster-up cluster-down cluster-test
+cluster-build:
+	hack/cluster.sh build
+
+cluster-up: cluster-build
+	hack/cluster.sh start $(CLUSTER_DIR)
+
+cluster-down:
+	hack/cluster.sh stop $(CLUSTER_DIR)
+
+cluster-test: venv cluster-build
+	mkdir -p $(CLUSTER_DIR)
+	hack/cluster.sh host-state $(CLUSTER_DIR) >$(CLUSTER_DIR).host-before
+	trap 'hack/cluster.sh stop $(CLUSTER_DIR)' INT TERM; \
+	hack/cluster.sh start $(CLUSTER_DIR); \
+	rc=0; hack/cluster.sh exec $(CLUSTER_DIR) env CLUSTER_DIR=$(CLUSTER_DIR) \
+		$(VENV)/bin/pytest -q -p no:cacheprovider envoy/cluster $(PYTEST_ARGS) || rc=$$?; \
+	hack/cluster.sh stop $(CLUSTER_DIR) || rc=1; \
+	hack/cluster.sh host-state $(CLUSTER_DIR) >$(CLUSTER_DIR).host-after; \
+	if diff -u $(CLUSTER_DIR).host-before $(CLUSTER_DIR).host-after; then \
+		echo "cluster-test: host as found (sysctls, netns, mounts, processes, cgroups, paths)"; \
+	else echo "cluster-test: the host is NOT as found (diff above)"; rc=1; fi; \
+	exit $$rc
