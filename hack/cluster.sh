@@ -9,6 +9,8 @@
 #   cluster.sh status DIR            what runs
 #   cluster.sh exec DIR CMD...       CMD in the cluster's network namespace
 #   cluster.sh import DIR TAR...     OCI archives into containerd's k8s.io namespace
+#   cluster.sh restart DIR NAME      stop and start one component (kubelet, containerd,
+#                                    kube-apiserver, kube-scheduler, ...-controller-manager)
 #   cluster.sh host-state DIR        what `stop` must leave as `start` found it (text,
 #                                    for a before/after diff: make cluster-test)
 #
@@ -138,10 +140,12 @@ names() {
 in_netns() { nsenter --net="/run/netns/$NETNS" -- "$@"; }
 
 # spawn NAME CMD...: CMD in the background in the cluster's cgroup and namespace, its
-# output in DIR/logs/NAME.log and its PID (exec all the way) in DIR/pids/NAME.pid.
+# output in DIR/logs/NAME.log and its PID (exec all the way) in DIR/pids/NAME.pid;
+# the command line in DIR/pids/NAME.argv, for `restart`.
 spawn() {
     local name=$1
     shift
+    printf '%s\0' "$@" >"$DIR/pids/$name.argv"
     # shellcheck disable=SC2016 # $$ and $0.. are the inner shell's
     bash -c 'echo $$ >"$0" && exec nsenter --net="$1" -- "${@:2}"' \
         "/sys/fs/cgroup/pids/$CGROUP/cgroup.procs" "/run/netns/$NETNS" "$@" \
@@ -489,14 +493,9 @@ start() {
     make_cgroups
 
     # etcd and the apiserver (kube-apiserver.sh writes the CA and the tokens file)
-    export KUBE_BIND_ADDRESS=0.0.0.0 KUBE_ADVERTISE_ADDRESS=$NODE_IP KUBE_AUTHORIZATION_MODE=Node,RBAC
-    export KUBE_DISABLE_ADMISSION=""
+    apiserver_env
     in_cluster "$APISERVER_SH" start-etcd "$DIR/apiserver"
     write_configs
-    export KUBE_APISERVER_EXTRA_ARGS="--kubelet-preferred-address-types=InternalIP
-        --kubelet-certificate-authority=$DIR/apiserver/ca.crt
-        --kubelet-client-certificate=$DIR/pki/apiserver-kubelet-client.crt
-        --kubelet-client-key=$DIR/pki/apiserver-kubelet-client.key"
     in_cluster "$APISERVER_SH" start-apiserver "$DIR/apiserver" main "$API_PORT"
 
     spawn containerd env PATH="$NODE_ROOT/usr/bin:$PATH" \
@@ -527,6 +526,39 @@ start() {
     write_env
     trap - EXIT INT TERM
     log "ready in $((SECONDS - t0)) s: $NODE_NAME at $NODE_IP in netns $NETNS; env in $DIR/env"
+}
+
+# kube-apiserver.sh's options for a node's apiserver: on every address of the
+# namespace, the node IP advertised (and in its certificate), the Node authorizer for
+# the kubelet, ServiceAccount admission (pods get their tokens), and the kubelet
+# reached at its InternalIP with its certificate verified.
+apiserver_env() {
+    export KUBE_BIND_ADDRESS=0.0.0.0 KUBE_ADVERTISE_ADDRESS=$NODE_IP KUBE_AUTHORIZATION_MODE=Node,RBAC
+    export KUBE_DISABLE_ADMISSION=""
+    export KUBE_APISERVER_EXTRA_ARGS="--kubelet-preferred-address-types=InternalIP
+        --kubelet-certificate-authority=$DIR/apiserver/ca.crt
+        --kubelet-client-certificate=$DIR/pki/apiserver-kubelet-client.crt
+        --kubelet-client-key=$DIR/pki/apiserver-kubelet-client.key"
+}
+
+restart() {
+    names "$1"
+    local name=$2
+    if [ "$name" = kube-apiserver ]; then
+        "$APISERVER_SH" stop "$DIR/apiserver" main
+        apiserver_env
+        in_cluster "$APISERVER_SH" start-apiserver "$DIR/apiserver" main "$API_PORT"
+        return
+    fi
+    [ -f "$DIR/pids/$name.argv" ] || die "no component $name in $DIR"
+    local argv=()
+    mapfile -d '' -t argv <"$DIR/pids/$name.argv"
+    stop_pid "$DIR/pids/$name.pid"
+    spawn "$name" "${argv[@]}"
+    case "$name" in
+    containerd) wait_for 30 containerd "$NODE_ROOT/usr/bin/ctr" --address "$SOCK" version ;;
+    kubelet) wait_for 60 kubelet in_netns curl -fsS -o /dev/null "http://127.0.0.1:10248/healthz" ;;
+    esac
 }
 
 import_images() {
@@ -623,8 +655,9 @@ import)
     import_images "$@"
     ;;
 host-state) host_state "${2:-}" ;;
+restart) restart "${2:-}" "${3:-}" ;;
 *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
     ;;
 esac

@@ -7,9 +7,9 @@ import re
 import time
 
 import pytest
-from conftest import WORKLOAD_NAMESPACES
 
 import stack
+from conftest import WORKLOAD_NAMESPACES
 
 ENDPOINTS = [
     "/metrics",
