@@ -71,7 +71,7 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 HOST_PATHS=(/var/log/pods /var/log/containers /var/lib/cni /run/containerd
     /var/lib/kubelet /var/lib/containerd /opt/containerd /etc/cni /opt/cni
     /usr/libexec/kubernetes)
-COMPONENTS=(kubelet kube-controller-manager kube-scheduler) # stopped in this order
+COMPONENTS=(containerd kubelet kube-controller-manager kube-scheduler)
 
 log() { echo "cluster.sh: $*" >&2; }
 die() {
@@ -245,25 +245,33 @@ dir_mounts() {
         /proc/self/mountinfo | tac
 }
 
-stop_pid() { # stop_pid PIDFILE: TERM, up to 10 s, then KILL
-    [ -f "$1" ] || return 0
-    local pid
-    pid=$(cat "$1")
-    rm -f "$1"
-    kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
+stop_pid() { # stop_pid SECONDS PIDFILE...: TERM to all at once, KILL after SECONDS
+    local grace=$1 f pids=() left
+    shift
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        pids+=("$(cat "$f")")
+        rm -f "$f"
+    done
+    [ ${#pids[@]} -gt 0 ] || return 0
+    kill "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq $((grace * 10))); do
+        left=$(ps -o pid= -p "$(IFS=,; echo "${pids[*]}")" || true)
+        [ -n "$left" ] || return 0
         sleep 0.1
     done
-    kill -9 "$pid" 2>/dev/null || true
+    # shellcheck disable=SC2086
+    kill -9 $left 2>/dev/null || true
 }
 
 # Everything start made, in reverse; safe to run on a half-started or crashed run.
 teardown() {
-    local c
-    for c in "${COMPONENTS[@]}"; do stop_pid "$DIR/pids/$c.pid"; done
-    [ -d "$DIR/apiserver" ] && "$APISERVER_SH" stop "$DIR/apiserver"
-    stop_pid "$DIR/pids/containerd.pid"
+    # the kubelet first (it would restart containers), then the rest at once, etcd
+    # last (an apiserver without it does not finish its shutdown). The state is
+    # thrown away at the next start: no more than 3 s of grace for any of them.
+    stop_pid 10 "$DIR/pids/kubelet.pid"
+    stop_pid 3 "$DIR"/pids/*.pid "$DIR"/apiserver/main.pid
+    stop_pid 3 "$DIR"/apiserver/*.pid
     # what is left: shims and containers (and anything of a crashed run)
     local pids round
     for round in 1 2 3 4 5 6 7 8 9 10; do
@@ -518,7 +526,7 @@ start() {
     local deadline=$((t0 + READY_TIMEOUT))
     until cluster_ready; do
         [ $SECONDS -lt $deadline ] || die "the cluster was not ready ${READY_TIMEOUT}s after start"
-        for c in containerd "${COMPONENTS[@]}"; do
+        for c in "${COMPONENTS[@]}"; do
             kill -0 "$(cat "$DIR/pids/$c.pid")" 2>/dev/null || die "$c exited"
         done
         sleep 1
@@ -553,7 +561,7 @@ restart() {
     [ -f "$DIR/pids/$name.argv" ] || die "no component $name in $DIR"
     local argv=()
     mapfile -d '' -t argv <"$DIR/pids/$name.argv"
-    stop_pid "$DIR/pids/$name.pid"
+    stop_pid 10 "$DIR/pids/$name.pid"
     spawn "$name" "${argv[@]}"
     case "$name" in
     containerd) wait_for 30 containerd "$NODE_ROOT/usr/bin/ctr" --address "$SOCK" version ;;
