@@ -113,3 +113,19 @@ def test_every_workload_namespace_has_data(cluster, tokens, path):
     else:
         found = set(stack.json_namespaces(path, body))
     assert found >= set(WORKLOAD_NAMESPACES), sorted(n for n in found if n)
+
+
+def test_kubelet_restart_recovers(cluster, tokens):
+    """Last in this file: the kubelet restarted as the fault tests will restart it; it
+    serves again, and /pods lists the workload again (it answers "items": null for a
+    few seconds after a restart)."""
+    cluster.restart("kubelet")
+
+    def pods_listed():
+        r = cluster.kubelet("/pods", tokens["reader"], timeout=5)
+        return r.status == 200 and set(stack.json_namespaces("/pods", r.body)) >= set(
+            WORKLOAD_NAMESPACES
+        )
+
+    stack.wait_for("the restarted kubelet's /pods", pods_listed, timeout=60, interval=0.5)
+    assert cluster.kubelet("/metrics/cadvisor", tokens["reader"]).status == 200

@@ -45,6 +45,7 @@ EXAMPLES = REPO / "deploy" / "examples"
 TEMPLATE = REPO / "envoy" / "local.yaml"
 STANDIN = Path(__file__).resolve().parent / "kubelet_standin.py"
 APISERVER_SCRIPT = REPO / "control-plane" / "hack" / "kube-apiserver.sh"
+CLUSTER_SCRIPT = REPO / "hack" / "cluster.sh"
 
 TENANT_HEADER = "x-kubelet-scope-tenant"
 # The demo's JWT issuer: an HMAC key the stack writes into Envoy's local JWKS.
@@ -642,6 +643,11 @@ class Cluster:
     def pods(self, namespace=None):
         path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
         return self.get(path)["items"]
+
+    def restart(self, component):
+        """Stops and starts one component (kubelet, containerd, kube-apiserver,
+        kube-scheduler, kube-controller-manager) with its command line of `start`."""
+        subprocess.run([CLUSTER_SCRIPT, "restart", self.dir, component], check=True)
 
 
 def clean_dir(path):
