@@ -160,7 +160,8 @@ in_cluster() {
         "/sys/fs/cgroup/pids/$CGROUP/cgroup.procs" "/run/netns/$NETNS" "$@"
 }
 
-kubectl_() { in_netns "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" "$@"; }
+# kubectl as admin, its discovery cache in DIR (not ~/.kube/cache)
+kubectl_() { in_netns "$BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" --cache-dir "$DIR/kubectl-cache" "$@"; }
 
 # --- the host: saved before, restored after ---------------------------------------
 
@@ -492,7 +493,7 @@ start() {
     [ -d /sys/fs/cgroup/pids ] || die "needs cgroup v1 with the pids controller at /sys/fs/cgroup/pids"
     teardown # what a crashed run left
     rm -rf "$DIR/apiserver" "$DIR/containerd" "$DIR/kubelet" "$DIR/cni" "$DIR/pki" "$DIR/logs" \
-        "$DIR/pids" "$DIR/env" "$DIR/admin.kubeconfig"
+        "$DIR/pids" "$DIR/env" "$DIR/admin.kubeconfig" "$DIR/kubectl-cache"
     mkdir -p "$DIR/logs" "$DIR/pids"
     trap on_start_exit EXIT
     trap 'exit 130' INT TERM
@@ -585,6 +586,7 @@ KUBECONFIG=$DIR/admin.kubeconfig
 ADMIN_KUBECONFIG=$DIR/admin.kubeconfig
 ADMIN_TOKEN=admin-token
 KUBECTL=$BIN/kubectl
+KUBECTL_CACHE_DIR=$DIR/kubectl-cache
 NODE_NAME=$NODE_NAME
 NODE_IP=$NODE_IP
 APISERVER_URL=https://$NODE_IP:$API_PORT

@@ -3,7 +3,9 @@ hack/cluster.sh, no stand-in): the node is Ready, the workload runs, and the kub
 serves every endpoint kubelet-scope filters, over TLS at the node IP, to a real
 ServiceAccount token with the read permissions and to no other."""
 
+import json
 import re
+import subprocess
 import time
 
 import pytest
@@ -27,6 +29,26 @@ def test_node_is_ready(cluster):
     assert ready and ready[0]["status"] == "True", node["status"]["conditions"]
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == cluster.node_ip
+
+
+def test_no_way_out_of_the_namespace(cluster):
+    """The tests run in the cluster's network namespace (as everything of it does):
+    no default route, and only its own links (the node's veth pair, the pods'
+    bridge and their veths)."""
+
+    def ip(*args):
+        out = subprocess.run(["ip", "-j", *args], check=True, capture_output=True).stdout
+        return json.loads(out or b"[]")
+
+    assert ip("-4", "route", "show", "default") == []
+    assert ip("-6", "route", "show", "default") == []
+    names = {link["ifname"] for link in ip("link", "show")}
+    assert {"lo", "node0", "node0-peer", "kscope0"} <= names, names
+    assert all(n in ("lo", "node0", "node0-peer", "kscope0") or n.startswith("veth") for n in names)
+    # the pods' veths lead into the pods' own namespaces, nowhere else
+    for link in ip("-d", "link", "show"):
+        if link["ifname"].startswith("veth"):
+            assert link.get("master") == "kscope0", link
 
 
 def test_workload_namespaces_and_labels(cluster):
