@@ -39,7 +39,8 @@
 #     (/var/log/pods, /run/containerd/s, /var/lib/cni, ...): what is new is removed.
 # `start` first undoes whatever a crashed run left (the saved state is in DIR).
 #
-# DIR/env (KEY=VALUE) tells tests where things are. DIR must be an absolute-able path
+# DIR/env (KEY=VALUE, removed at stop) tells tests where things are; kubectl there
+# wants --kubeconfig $KUBECONFIG --cache-dir $KUBECTL_CACHE_DIR (not ~/.kube/cache). DIR must be an absolute-able path
 # without whitespace, short enough for unix sockets (< 70 characters).
 set -euo pipefail
 
@@ -312,6 +313,7 @@ teardown() {
     rm -f "$STATE/paths_run_netns"
     restore_host_paths
     restore_sysctls
+    rm -f "$DIR/env" # no test may take a stopped cluster for a running one
 }
 
 # --- configuration files ------------------------------------------------------------
