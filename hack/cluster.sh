@@ -62,8 +62,8 @@ KUBELET_PORT=10250
 PAUSE_IMAGE=localhost/pause:kscope
 BUSYBOX_IMAGE=localhost/busybox:kscope
 READY_TIMEOUT=${CLUSTER_READY_TIMEOUT:-120}
-# What the kubelet's container manager sets (setupKernelTunables) and two more of
-# the same family, all global (a network namespace does not scope them).
+# The six sysctls kubelet 1.20's container manager sets (setupKernelTunables,
+# pkg/kubelet/cm), all global: a network namespace does not scope them.
 SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
     kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 # Written by the kubelet or containerd outside their configured directories
@@ -191,11 +191,11 @@ restore_host_paths() {
         f=$STATE/paths$(echo "$p" | tr / _)
         [ -f "$f" ] || continue
         if [ "$(cat "$f")" = ABSENT ]; then
-            rm -rf "$p"
+            rm -rf --one-file-system "$p"
         elif [ -e "$p" ]; then
             # entries that appeared since start, deepest first
             find "$p" -mindepth 1 -xdev | LC_ALL=C sort | LC_ALL=C comm -13 "$f" - |
-                sort -r | while read -r e; do rm -rf "$e"; done
+                sort -r | while read -r e; do rm -rf --one-file-system "$e"; done
         fi
         rm -f "$f"
     done
@@ -247,13 +247,17 @@ dir_mounts() {
         /proc/self/mountinfo | tac
 }
 
-stop_pid() { # stop_pid SECONDS PIDFILE...: TERM to all at once, KILL after SECONDS
-    local grace=$1 f pids=() left
+# stop_pid SECONDS PIDFILE...: TERM to all at once, KILL after SECONDS. A PID is
+# signalled only while it is in the cluster's cgroup: after a crash or a reboot, a
+# PID file may name someone else's process.
+stop_pid() {
+    local grace=$1 f pid pids=() left
     shift
     for f in "$@"; do
         [ -f "$f" ] || continue
-        pids+=("$(cat "$f")")
+        pid=$(cat "$f")
         rm -f "$f"
+        if grep -qE "^[0-9]+:pids:/$CGROUP(/|\$)" "/proc/$pid/cgroup" 2>/dev/null; then pids+=("$pid"); fi
     done
     [ ${#pids[@]} -gt 0 ] || return 0
     kill "${pids[@]}" 2>/dev/null || true
