@@ -174,13 +174,16 @@ bench-soak: venv wasm
 
 # The real single-node Kubernetes v1.20 (hack/cluster.sh): etcd, apiserver,
 # controller-manager, scheduler, kubelet, containerd + runc + CNI, all from Debian and
-# built/unpacked into .cache/kube on the first run (~10-15 min on 2 cores, cached),
+# built/unpacked into .cache/kube on the first run (the node components ~12 min after
+# the apiserver's build on a loaded 2-core machine; cached),
 # in a network namespace of its own; needs root, cgroup v1 and namespaces.
 # `cluster-test` starts it, runs envoy/cluster/ in its namespace (PYTEST_ARGS select
 # tests), stops it also when tests fail, and then checks that the host is as it was
 # before the start (sysctls, network namespaces, mounts, processes, cgroups, paths).
+# The tests run in the namespace through `cluster.sh exec` (nsenter --net), not `ip
+# netns exec`, which remounts /sys and so hides the cgroups from what tests restart.
 # `cluster-up`/`cluster-down` keep one running for work by hand:
-#   make cluster-up && hack/cluster.sh exec $(CLUSTER_DIR) kubectl get pods -A
+#   make cluster-up && hack/cluster.sh kubectl target/cluster get pods -A
 CLUSTER_DIR ?= $(CURDIR)/target/cluster
 PYTEST_ARGS ?=
 .PHONY: cluster-build cluster-up cluster-down cluster-test

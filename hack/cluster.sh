@@ -8,6 +8,7 @@
 #   cluster.sh stop DIR              stop it all and leave the host as found
 #   cluster.sh status DIR            what runs
 #   cluster.sh exec DIR CMD...       CMD in the cluster's network namespace
+#   cluster.sh kubectl DIR ARGS...   kubectl v1.20.2 as admin, in the namespace
 #   cluster.sh import DIR TAR...     OCI archives into containerd's k8s.io namespace
 #   cluster.sh restart DIR NAME      stop and start one component (kubelet, containerd,
 #                                    kube-apiserver, kube-scheduler, ...-controller-manager)
@@ -665,6 +666,11 @@ exec)
     shift 2
     in_netns "$@"
     ;;
+kubectl)
+    names "${2:-}"
+    shift 2
+    kubectl_ "$@"
+    ;;
 import)
     names "${2:-}"
     shift 2
@@ -673,7 +679,7 @@ import)
 host-state) host_state "${2:-}" ;;
 restart) restart "${2:-}" "${3:-}" ;;
 *)
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,17p' "$0" >&2
     exit 2
     ;;
 esac
