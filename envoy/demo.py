@@ -1,9 +1,9 @@
 """`make demo`: the whole chain on loopback, and what it does to a kubelet's answers.
 
 Starts the control plane on deploy/examples/namespaces.yaml, a kubelet stand-in
-serving real captures (an EKS 1.21 node's /metrics/cadvisor, a minikube node's /pods
-and /stats/summary), and Envoy with the filter (envoy/local.yaml, the example plugin
-configurations). Prints a before/after, then keeps the stack running with the curl
+serving the project's own bodies of a v1.20 node (testdata/synthetic/, made by its
+generate.py; nothing from ../shared), and Envoy with the filter (envoy/local.yaml, the
+example plugin configurations). Prints a before/after, then keeps the stack running with the curl
 commands to try, until Ctrl-C (or exits at once with --no-wait).
 
 Everything it starts or reads goes through envoy/e2e/stack.py, the harness the
@@ -22,9 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
 import stack  # noqa: E402
 
-CADVISOR = "cadvisor-k8s1.21-eks-docker-datadog.txt"
-PODS = "pods-k8s1.35-minikube-containerd2.2-nri.json"
-SUMMARY = "stats-summary-k8s1.35-minikube-containerd2.2-nri.json"
+# Every path the stand-in serves gets its body from testdata/synthetic/.
+BODIES = {
+    "/metrics": "kubelet-metrics-k8s1.20-synthetic.txt",
+    "/metrics/cadvisor": "cadvisor-k8s1.20-synthetic.txt",
+    "/metrics/resource": "resource-k8s1.20-synthetic.txt",
+    "/metrics/probes": "probes-k8s1.20-synthetic.txt",
+    "/metrics/slis": "slis-synthetic.txt",
+    "/pods": "pods-k8s1.20-synthetic.json",
+    "/runningpods/": "pods-k8s1.20-synthetic.json",
+    "/stats/summary": "stats-summary-k8s1.20-synthetic.json",
+}
 TENANTS = ("acme", "globex", "platform")
 
 
@@ -51,7 +59,7 @@ def table(title, unit, columns):
 
 
 def show(s):
-    pick = re.compile(r'^container_cpu_usage_seconds_total\{.*namespace="workload-stress-ng"')
+    pick = re.compile(r'^container_cpu_usage_seconds_total\{container="nginx",.*namespace="shop"')
     raw = s.kubelet("/metrics/cadvisor").body
     injected = s.get("inject", "/metrics/cadvisor").body
     before = [line for line in raw.decode().splitlines() if pick.match(line)][:2]
@@ -120,14 +128,7 @@ def main():
     s = stack.Stack(
         workdir,
         namespaces_file=namespaces,
-        standin_args=[
-            "--serve",
-            f"/metrics/cadvisor={CADVISOR}",
-            "--serve",
-            f"/pods={PODS}",
-            "--serve",
-            f"/stats/summary={SUMMARY}",
-        ],
+        standin_args=[a for path, body in BODIES.items() for a in ("--serve", f"{path}={body}")],
     )
     # Ctrl-C and SIGTERM stop the stack (also when started in the background, where
     # SIGINT would otherwise be ignored).

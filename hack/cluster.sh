@@ -9,7 +9,8 @@
 #   cluster.sh status DIR            what runs
 #   cluster.sh exec DIR CMD...       CMD in the cluster's network namespace
 #   cluster.sh kubectl DIR ARGS...   kubectl v1.20.2 as admin, in the namespace
-#   cluster.sh import DIR TAR...     OCI archives into containerd's k8s.io namespace
+#   cluster.sh import DIR REPO TAR   an OCI archive (images/oci.py's, tagged T) into
+#                                    containerd's k8s.io namespace as REPO:T
 #   cluster.sh restart DIR NAME      stop and start one component (kubelet, containerd,
 #                                    kube-apiserver, kube-scheduler, ...-controller-manager)
 #   cluster.sh host-state DIR        what `stop` must leave as `start` found it (text,
@@ -22,7 +23,8 @@
 #   containerd, runc, CNI plugins  Debian's packages, `dpkg -x` into .cache/kube/node
 #   images                    localhost/pause:kscope (hack/cluster/pause.c, static) and
 #                             localhost/busybox:kscope (busybox-static), OCI archives
-#                             written by hack/cluster/oci-image.py, no registry
+#                             written by hack/cluster/images.py with images/oci.py, no
+#                             registry
 #   workload                  hack/cluster/workload.yaml
 #
 # What it owns on the host, and gives back at `stop` (and when `start` fails):
@@ -98,20 +100,14 @@ fetch_node() {
 # The two images, rebuilt when their sources change (a second or two).
 build_images() {
     mkdir -p "$IMAGES"
-    local pause=$IMAGES/pause busybox=$NODE_ROOT/bin/busybox
-    if [ ! -s "$IMAGES/pause.tar" ] || [ "$HERE/cluster/pause.c" -nt "$IMAGES/pause.tar" ] ||
-        [ "$HERE/cluster/oci-image.py" -nt "$IMAGES/pause.tar" ]; then
-        gcc -static -O2 -o "$pause" "$HERE/cluster/pause.c"
-        python3 "$HERE/cluster/oci-image.py" "$IMAGES/pause.tar" "$PAUSE_IMAGE" \
-            --file "pause=$pause" --entrypoint /pause
-    fi
-    if [ ! -s "$IMAGES/busybox.tar" ] || [ "$HERE/cluster/oci-image.py" -nt "$IMAGES/busybox.tar" ]; then
-        local args=(--file "bin/busybox=$busybox" --dir tmp --cmd sh)
-        for applet in $("$busybox" --list); do
-            [ "$applet" = busybox ] || args+=(--symlink "bin/$applet=busybox")
-        done
-        python3 "$HERE/cluster/oci-image.py" "$IMAGES/busybox.tar" "$BUSYBOX_IMAGE" "${args[@]}"
-    fi
+    local src
+    for src in "$HERE/cluster/pause.c" "$HERE/cluster/images.py" "$REPO/images/oci.py"; do
+        [ "$src" -nt "$IMAGES/busybox.tar" ] && rm -f "$IMAGES/busybox.tar"
+    done
+    [ -s "$IMAGES/busybox.tar" ] && [ -s "$IMAGES/pause.tar" ] && return 0
+    gcc -static -O2 -o "$IMAGES/pause" "$HERE/cluster/pause.c"
+    python3 "$HERE/cluster/images.py" --pause "$IMAGES/pause" --busybox "$NODE_ROOT/bin/busybox" \
+        --out "$IMAGES"
 }
 
 build() {
@@ -523,7 +519,8 @@ start() {
         --service-account-private-key-file "$DIR/apiserver/sa.key" \
         --root-ca-file "$DIR/apiserver/ca.crt" --leader-elect=false --port=0 --secure-port=0
     wait_for 30 containerd "$NODE_ROOT/usr/bin/ctr" --address "$SOCK" version
-    import_images "$IMAGES/pause.tar" "$IMAGES/busybox.tar"
+    import_image "${PAUSE_IMAGE%:*}" "$IMAGES/pause.tar"
+    import_image "${BUSYBOX_IMAGE%:*}" "$IMAGES/busybox.tar"
     spawn kubelet "$BIN/kubelet" --config "$DIR/kubelet/config.yaml" \
         --kubeconfig "$DIR/kubelet/kubeconfig" --root-dir "$DIR/kubelet/root" \
         --cert-dir "$DIR/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" \
@@ -577,11 +574,9 @@ restart() {
     esac
 }
 
-import_images() {
-    local tar
-    for tar in "$@"; do
-        "$NODE_ROOT/usr/bin/ctr" --address "$SOCK" -n k8s.io images import "$tar" >/dev/null
-    done
+# import_image REPO TAR: the archive's images (tag T, OCI ref.name) as REPO:T.
+import_image() {
+    "$NODE_ROOT/usr/bin/ctr" --address "$SOCK" -n k8s.io images import --base-name "$1" "$2" >/dev/null
 }
 
 write_env() {
@@ -673,8 +668,7 @@ kubectl)
     ;;
 import)
     names "${2:-}"
-    shift 2
-    import_images "$@"
+    import_image "${3:?REPO}" "${4:?TAR}"
     ;;
 host-state) host_state "${2:-}" ;;
 restart) restart "${2:-}" "${3:-}" ;;

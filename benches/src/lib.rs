@@ -2,11 +2,13 @@
 //! end-to-end Envoy benchmark, which serves the same synthetic bodies).
 //!
 //! * [`synthetic`] scales real captures to a busy node: 110 pods (the kubelet's
-//!   default `maxPods`) spread over 20 namespaces.
+//!   default `maxPods`) spread over 20 namespaces. The captures are third-party ones
+//!   (testdata/README.md), so the benchmarks need them (`../shared` beside the clone
+//!   or `KUBELET_SCOPE_FIXTURES`); the tests and the demo do not.
 //! * [`WasmGuest`] runs the filter's rewriters compiled to `wasm32-wasip1` (SIMD)
 //!   inside wasmtime; [`native`] runs the same code natively.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub mod synthetic;
 
@@ -23,15 +25,12 @@ pub enum Kind {
     PodList = 2,
 }
 
-/// The repository's `testdata/kubelet` directory.
-pub fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/kubelet")
-}
-
-/// A capture from `testdata/kubelet`.
+/// A third-party capture (found as every test finds them, `kubelet-scope-testdata`):
+/// the benchmarks time one and scale others, so they cannot run without them.
 pub fn capture(name: &str) -> Vec<u8> {
-    let path = testdata().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    kubelet_scope_testdata::third_party(name).unwrap_or_else(|| {
+        panic!("the benchmarks need the third-party captures (set KUBELET_SCOPE_FIXTURES)")
+    })
 }
 
 /// Injection of the `team` label.

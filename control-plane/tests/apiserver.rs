@@ -419,7 +419,7 @@ async fn relists_after_etcd_compaction_without_losing_events() {
 
 /// The deploy/ manifest, as typed-agnostic objects.
 fn deploy_objects() -> Vec<DynamicObject> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/control-plane.yaml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/base/control-plane.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     serde_norway::Deserializer::from_str(&text)
         .map(|doc| DynamicObject::deserialize(doc).unwrap())
@@ -442,9 +442,14 @@ async fn apply(client: &Client, obj: &DynamicObject) {
 }
 
 async fn token(client: &Client, namespace: &str, account: &str) -> String {
+    token_for(client, namespace, account, "https://kubernetes.default.svc").await
+}
+
+/// A token of `namespace:account` for `audience`, as a projected volume holds it.
+async fn token_for(client: &Client, namespace: &str, account: &str, audience: &str) -> String {
     let request = TokenRequest {
         spec: TokenRequestSpec {
-            audiences: vec!["https://kubernetes.default.svc".into()],
+            audiences: vec![audience.into()],
             ..Default::default()
         },
         ..Default::default()
@@ -475,6 +480,68 @@ async fn works_with_exactly_the_deploy_cluster_role() {
     an_unbound_service_account_is_refused(&cluster, &admin).await;
     let kc = the_deploy_service_account_follows(&cluster, &admin).await;
     the_deploy_token_can_do_nothing_else(&kc).await;
+    the_deploy_arguments_serve_the_snapshot_to_the_daemonset_only(&admin, &kc, &objects, &cluster)
+        .await;
+}
+
+/// The Deployment's own `--allow-serviceaccount` and `--token-audience`, run with the
+/// deploy ServiceAccount (its TokenReviews allowed by the auth-delegator binding):
+/// the DaemonSet's token of that audience gets the snapshot; the same account's
+/// token for the apiserver (what the kubelet accepts too), or another account's, not.
+async fn the_deploy_arguments_serve_the_snapshot_to_the_daemonset_only(
+    admin: &Client,
+    kc: &Path,
+    objects: &[DynamicObject],
+    cluster: &Cluster,
+) {
+    let deployment = objects
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Deployment"))
+        .expect("deploy/ has a Deployment");
+    let shipped: Vec<String> = deployment.data["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let auth_args: Vec<&str> = shipped
+        .iter()
+        .filter(|a| a.starts_with("--allow-serviceaccount=") || a.starts_with("--token-audience="))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        auth_args,
+        [
+            "--allow-serviceaccount=kubelet-scope:kubelet-proxy",
+            "--token-audience=kubelet-scope-control-plane"
+        ],
+        "the Deployment serves the snapshot to the DaemonSet's projected token only"
+    );
+    for account in ["kubelet-proxy", "prometheus"] {
+        create_service_account(admin, "kubelet-scope", account).await;
+    }
+    let mut args = EXPORT_ARGS.to_vec();
+    args.extend(&auth_args);
+    let serve = Serve::start(&args, Some(kc), cluster.dir.path());
+    serve.wait_ready(Duration::from_secs(20)).await;
+    let audience = "kubelet-scope-control-plane";
+    let daemonset = token_for(admin, "kubelet-scope", "kubelet-proxy", audience).await;
+    assert_eq!(
+        serve.snapshot_status_as(Some(&daemonset)).await,
+        StatusCode::OK,
+        "{}",
+        serve.logs()
+    );
+    let for_the_apiserver = token(admin, "kubelet-scope", "kubelet-proxy").await;
+    assert_eq!(
+        serve.snapshot_status_as(Some(&for_the_apiserver)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let other = token_for(admin, "kubelet-scope", "prometheus", audience).await;
+    assert_eq!(
+        serve.snapshot_status_as(Some(&other)).await,
+        StatusCode::FORBIDDEN
+    );
 }
 
 fn the_deploy_cluster_role_is_list_watch_on_namespaces(objects: &[DynamicObject]) {

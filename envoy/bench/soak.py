@@ -46,7 +46,7 @@ def namespace_map(namespaces, flip):
 def captured_namespaces():
     found = set()
     for name in (CADVISOR, PODS, SUMMARY):
-        body = (stack.FIXTURES / name).read_bytes()
+        body = stack.fixture_path(name).read_bytes()
         if name.endswith(".json"):
             path = "/stats/summary" if name.startswith("stats") else "/pods"
             found.update(stack.json_namespaces(path, body))

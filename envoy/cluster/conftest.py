@@ -23,7 +23,7 @@ WORKLOAD_NAMESPACES = {
     "kube-system": None,
 }
 # What the kubelet's authorizer asks for on the read endpoints
-# (deploy/kubelet-proxy.yaml's ClusterRole).
+# (deploy/base/kubelet-proxy.yaml's ClusterRole).
 READER_RULES = [
     {
         "apiGroups": [""],

@@ -1,5 +1,7 @@
-"""Shared fixtures of the end-to-end tests: the captures, the namespace map built
-from them, and one running stack for the tests that do not need their own.
+"""Shared fixtures of the end-to-end tests: the kubelet bodies (stack.fixture_dirs():
+third-party captures when present, the project's own captures and synthetic bodies),
+the namespace map built from them, and one running stack for the tests that do not
+need their own.
 
 What the tests know about the captures and the example configurations lives here;
 starting processes, HTTP and reading bodies are stack.py's (the one harness), and
@@ -29,11 +31,21 @@ def kubelet_path(fixture):
     return None
 
 
-FIXTURES = sorted(n for n in os.listdir(stack.FIXTURES) if kubelet_path(n) is not None)
+FIXTURES = [
+    n for d in stack.fixture_dirs() for n in sorted(os.listdir(d)) if kubelet_path(n) is not None
+]
+THIRD_PARTY = stack.FIXTURES.is_dir()
+# For a test that names a third-party capture.
+needs_third_party = pytest.mark.skipif(not THIRD_PARTY, reason=stack.THIRD_PARTY_ABSENT)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not THIRD_PARTY:
+        terminalreporter.write_line(stack.THIRD_PARTY_ABSENT, red=True, bold=True)
 
 
 def read_fixture(name):
-    return (stack.FIXTURES / name).read_bytes()
+    return stack.fixture_path(name).read_bytes()
 
 
 def namespaces_of(fixture, body=None):
@@ -107,8 +119,20 @@ def live(spec):
         workdir,
         namespaces_file=workdir / "namespaces.json",
         upstream_timeout="3s",
-        standin_args=["--serve", "/metrics/cadvisor=cadvisor-k8s1.21-eks-docker-datadog.txt"],
+        # The default /metrics/cadvisor (what Prometheus scrapes): the project's own.
+        standin_args=["--serve", "/metrics/cadvisor=cadvisor-k8s1.20-synthetic.txt"],
     )
     with s:
         s.wait_ready("acme")
         yield s
+
+
+@pytest.fixture(scope="session")
+def daemonset_apiserver():
+    """The real apiserver the DaemonSet's control plane watches and reviews tokens
+    with (test_daemonset.py, test_attacks.py)."""
+    from test_daemonset import start_apiserver
+
+    api = start_apiserver(WORK / "daemonset-apiserver")
+    yield api
+    api.stop()

@@ -1,7 +1,8 @@
 """A kubelet stand-in for the end-to-end tests, the demo and the benchmark.
 
-Not product code: it serves captured kubelet bodies (testdata/kubelet/) over HTTPS
-the way a kubelet does, so that Envoy and the filter meet real bytes:
+Not product code: it serves kubelet bodies (the folders given with --fixtures:
+third-party captures, the project's own captures and synthetic bodies) over HTTPS the
+way a kubelet does, so that Envoy and the filter meet real bytes:
 
 - TLS on loopback with the certificate it is given; every request must carry
   `Authorization: Bearer <token>` (401 otherwise), as the kubelet requires.
@@ -17,8 +18,8 @@ the way a kubelet does, so that Envoy and the filter meet real bytes:
 
 A test steers one response with request headers, which Envoy forwards:
 
-  x-standin-fixture: NAME    serve testdata/kubelet/NAME (or a file given with
-                             --extra-fixture) instead of the path's default
+  x-standin-fixture: NAME    serve the body NAME of a --fixtures folder (or a file
+                             given with --extra-fixture) instead of the path's default
   x-standin-status: CODE     answer CODE with a short text body
   x-standin-hang: headers    never answer (upstream timeout)
   x-standin-hang: body       send the headers and half the body, then stall
@@ -46,7 +47,8 @@ TEXT = "text/plain; version=0.0.4; charset=utf-8"
 JSON = "application/json"
 
 # Kubelet path -> (fixture prefix, content type). The default fixture of a path is
-# the first capture with that prefix unless --serve names another.
+# the first body with that prefix (first folder first) unless --serve names another;
+# a path with no body at all answers 404.
 ENDPOINTS = {
     "/metrics": ("kubelet-metrics-", TEXT),
     "/metrics/cadvisor": ("cadvisor-", TEXT),
@@ -69,18 +71,26 @@ ODD_CHUNKS = (1, 7, 100, 4093, 65537, 13, 8191, 300001, 2)
 
 
 class Fixtures:
-    """Bodies by file name, read once (the largest is ~10 MB)."""
+    """Bodies by file name, read once (the largest is ~10 MB); a name in several
+    folders is the first folder's."""
 
-    def __init__(self, directory, extra):
-        self.directory = directory
+    def __init__(self, directories, extra):
+        self.directories = directories
         self.extra = dict(extra)
         self.cache = {}
         self.lock = threading.Lock()
 
     def names(self):
-        return sorted(n for n in os.listdir(self.directory) if not n.endswith(".md")) + sorted(
-            self.extra
-        )
+        found = []
+        for d in self.directories:
+            found += sorted(n for n in os.listdir(d) if n.endswith((".txt", ".json")))
+        return found + sorted(self.extra)
+
+    def path(self, name):
+        for d in self.directories:
+            if os.path.isfile(os.path.join(d, name)):
+                return os.path.join(d, name)
+        raise KeyError(name)
 
     def get(self, name):
         with self.lock:
@@ -90,7 +100,7 @@ class Fixtures:
                 elif "/" in name or name.startswith("."):
                     raise KeyError(name)
                 else:
-                    path = os.path.join(self.directory, name)
+                    path = self.path(name)
                 with open(path, "rb") as f:
                     self.cache[name] = f.read()
             return self.cache[name]
@@ -172,6 +182,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path not in ENDPOINTS:
             return None, None
         name = self.headers.get("x-standin-fixture") or self.server.defaults[path]
+        if name is None:
+            return None, None
         try:
             return self.server.fixtures.get(name), ENDPOINTS[path][1]
         except (KeyError, OSError):
@@ -227,7 +239,12 @@ def main(argv=None):
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--token-file", required=True)
-    p.add_argument("--fixtures", required=True, help="directory of captures")
+    p.add_argument(
+        "--fixtures",
+        action="append",
+        required=True,
+        help="a folder of kubelet bodies (repeatable, first folder first)",
+    )
     p.add_argument(
         "--serve",
         action="append",
@@ -249,7 +266,7 @@ def main(argv=None):
     fixtures = Fixtures(args.fixtures, extra)
     defaults = {}
     for path, (prefix, _) in ENDPOINTS.items():
-        defaults[path] = next(n for n in fixtures.names() if n.startswith(prefix))
+        defaults[path] = next((n for n in fixtures.names() if n.startswith(prefix)), None)
     for item in args.serve:
         path, name = item.split("=", 1)
         if path not in ENDPOINTS:

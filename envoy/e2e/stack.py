@@ -35,7 +35,37 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "testdata" / "kubelet"
+# The kubelet bodies, found by the rule of every test (testdata/src/lib.rs):
+# third-party captures, not carried by the project (may be absent), the captures of
+# the project's own cluster (may be absent) and its synthetic bodies (always there).
+# A relative folder in a variable is taken from the repository's root.
+FIXTURES = REPO / (
+    os.environ.get("KUBELET_SCOPE_FIXTURES") or REPO.parent / "shared" / "fixtures" / "kubelet"
+)
+OWN_CAPTURES = REPO / (
+    os.environ.get("KUBELET_SCOPE_OWN_CAPTURES") or REPO / "target" / "cluster" / "captures"
+)
+SYNTHETIC = REPO / "testdata" / "synthetic"
+THIRD_PARTY_ABSENT = (
+    f"SKIPPED: third-party kubelet captures not found at {FIXTURES} (set "
+    "KUBELET_SCOPE_FIXTURES to their folder); the tests that need them are skipped, "
+    "the others run on the project's own bodies only"
+)
+
+
+def fixture_dirs():
+    """The folders of kubelet bodies that exist, third-party captures first."""
+    return [d for d in (FIXTURES, OWN_CAPTURES, SYNTHETIC) if d.is_dir()]
+
+
+def fixture_path(name):
+    """The body `name` in the first folder of `fixture_dirs()` that has it."""
+    for d in fixture_dirs():
+        if (d / name).is_file():
+            return d / name
+    raise FileNotFoundError(f"no kubelet body {name} in {[str(d) for d in fixture_dirs()]}")
+
+
 VENV = Path(os.environ.get("KUBELET_SCOPE_VENV", REPO / ".venv"))
 ENVOY = VENV / "bin" / "envoy"
 WASM = REPO / "target" / "wasm32-wasip1" / "release" / "kubelet_scope_filter.wasm"
@@ -251,6 +281,8 @@ class Stack:
     starts none (the filter then never gets a snapshot). template: another Envoy
     template with the same placeholders (the benchmark's envoy/bench.yaml); render:
     a function of the prepared stack returning the whole Envoy configuration instead.
+    control_plane_args: more `kubelet-scope serve` arguments; control_plane_ca: the CA
+    of the certificate they make it serve HTTPS with (its readiness is checked so).
     """
 
     def __init__(
@@ -266,6 +298,8 @@ class Stack:
         standin_args=(),
         template=TEMPLATE,
         render=None,
+        control_plane_args=(),
+        control_plane_ca=None,
     ):
         self.dir = Path(workdir)
         self.tenant_config = tenant_config or example_config("tenant")
@@ -278,6 +312,8 @@ class Stack:
         self.standin_args = list(standin_args)
         self.template = Path(template)
         self.render = render
+        self.control_plane_args = list(control_plane_args)
+        self.control_plane_ca = control_plane_ca
         self.processes = {}
         self.ports = {}
 
@@ -372,10 +408,16 @@ class Stack:
             env["KUBECONFIG"] = str(self.kubeconfig)
         else:
             argv += ["--namespaces-file", self.namespaces_file]
+        argv += self.control_plane_args
         self.processes["control-plane"] = Process("control-plane", argv, self.dir, env)
         self.processes["control-plane"].wait_ready(
             "the control plane to be ready",
-            lambda: request(self.ports["control_plane"], "/readyz", timeout=2).status == 200,
+            lambda: (
+                request(
+                    self.ports["control_plane"], "/readyz", tls_ca=self.control_plane_ca, timeout=2
+                ).status
+                == 200
+            ),
         )
 
     def start_standin(self):
@@ -390,8 +432,7 @@ class Stack:
             self.dir / "kubelet.key",
             "--token-file",
             self.dir / "node-token",
-            "--fixtures",
-            FIXTURES,
+            *[a for d in fixture_dirs() for a in ("--fixtures", d)],
             *self.standin_args,
         ]
         self.processes["kubelet"] = Process("kubelet", argv, self.dir)
@@ -563,8 +604,49 @@ class Apiserver:
             assert status == 409, (status, body)  # created meanwhile: patch it
         raise AssertionError(f"could not label namespace {name}")
 
+    def create(self, path, obj):
+        """POSTs `obj` to the collection `path`; one that exists already is fine."""
+        status, body = self.call("POST", path, obj, "application/json")
+        assert status in (201, 409), (status, body)
+        return body
+
+    def service_account(self, namespace, name):
+        self.label_namespace(namespace, {})
+        self.create(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": name}})
+
+    def token(self, namespace, name, audience, seconds=3600):
+        """A ServiceAccount token from the TokenRequest API (as a projected volume
+        holds it)."""
+        status, body = self.call(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {"spec": {"audiences": [audience], "expirationSeconds": seconds}},
+            "application/json",
+        )
+        assert status == 201, (status, body)
+        return json.loads(body)["status"]["token"]
+
     def stop(self):
         subprocess.run([APISERVER_SCRIPT, "stop", self.dir], check=False)
+
+
+def issue_certificate(directory, name, sans):
+    """A CA (`name`-ca.crt) and a certificate it signed (`name`.crt, `name`.key) for
+    the subjectAltNames `sans` (e.g. "DNS:x.svc,IP:127.0.0.1"); returns the three paths."""
+    d = Path(directory)
+    ca, ca_key = d / f"{name}-ca.crt", d / f"{name}-ca.key"
+    cert, key, csr, ext = (d / f"{name}.{s}" for s in ("crt", "key", "csr", "ext"))
+    ext.write_text(f"subjectAltName={sans}\n")
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    days = ["-days", "2"]
+    for argv in (
+        ["req", "-x509", *new_key, *days, "-keyout", ca_key, "-out", ca, "-subj", f"/CN={name}-ca"],
+        ["req", *new_key, "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
+        ["x509", "-req", *days, "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"]
+        + ["-out", cert, "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+    return ca, cert, key
 
 
 class Cluster:

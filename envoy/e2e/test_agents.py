@@ -13,7 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import stack
-from conftest import tenant_namespaces
+from conftest import needs_third_party, tenant_namespaces
+
+pytestmark = needs_third_party
 
 # Path -> capture the stand-in serves for it (the captures of real kubelets).
 ENDPOINTS = {

@@ -1,6 +1,6 @@
 """Attack regression suite: raw requests that no client library normalises, through
 every listener of both shipped configurations (envoy/local.yaml; the DaemonSet's
-envoy.yaml of deploy/kubelet-proxy.yaml, run as in test_daemonset.py), over HTTP/1.1
+envoy.yaml of deploy/base/kubelet-proxy.yaml, run as in test_daemonset.py), over HTTP/1.1
 (a socket, TLS where the listener has it) and HTTP/2 (curl with prior knowledge and
 --path-as-is, on the plain listeners). Whatever Envoy or the filter answers, a request
 for a path that is not a read endpoint never reaches the kubelet, and a tenant never
@@ -14,11 +14,10 @@ import ssl
 import subprocess
 
 import pytest
-from test_daemonset import local_daemonset_config, service_account_token
+from test_daemonset import PROBES, daemonset_stack, daemonset_token, get, service_account_token
 
 import stack
 from conftest import WORK
-from stack import write_namespaces_file
 
 # Request targets that must not reach the kubelet, whatever their spelling.
 FORBIDDEN_TARGETS = [
@@ -48,14 +47,16 @@ FORBIDDEN_SEEN = ("configz", "exec", "/run/", "containerLogs", "logs", "debug")
 
 
 @pytest.fixture(scope="module")
-def daemonset():
+def daemonset(daemonset_apiserver):
+    """The DaemonSet's Envoy as it ships, its control plane on the real apiserver
+    (test_daemonset.py's world)."""
     workdir = stack.clean_dir(WORK / "attacks-daemonset")
-    spec = {"default": {"team": "web", "tenant": "acme"}, "acme-mon": {"tenant": "acme"}}
-    write_namespaces_file(workdir / "namespaces.json", spec)
-    s = stack.Stack(
-        workdir, namespaces_file=workdir / "namespaces.json", render=local_daemonset_config
-    )
-    with s:
+    token = daemonset_token(daemonset_apiserver)
+    with daemonset_stack(daemonset_apiserver, workdir, token) as s:
+        stack.wait_for(
+            "the filter to have a snapshot",
+            lambda: get(s, "tenant", "/metrics/probes", "acme-mon", PROBES).status == 200,
+        )
         yield s
 
 
@@ -162,7 +163,7 @@ def test_an_upgrade_to_exec_is_refused(listener):
 
 
 def test_spoofed_tenant_headers_change_nothing(live):
-    fixture = {"x-standin-fixture": "cadvisor-k8s1.21-eks-docker-datadog.txt"}
+    fixture = {"x-standin-fixture": "cadvisor-k8s1.20-synthetic.txt"}
     as_acme = live.get("tenant", "/metrics/cadvisor", tenant="acme", headers=fixture)
     for spoof in (
         {"x-kubelet-scope-tenant": "globex"},
@@ -176,7 +177,7 @@ def test_spoofed_tenant_headers_change_nothing(live):
         "GET /metrics/cadvisor HTTP/1.1\r\nHost: kubelet\r\n"
         f"Authorization: Bearer {stack.jwt('acme')}\r\n"
         "x-kubelet-scope-tenant: globex\r\nx-kubelet-scope-tenant: globex\r\n"
-        "x-standin-fixture: cadvisor-k8s1.21-eks-docker-datadog.txt\r\nConnection: close\r\n\r\n"
+        "x-standin-fixture: cadvisor-k8s1.20-synthetic.txt\r\nConnection: close\r\n\r\n"
     )
     assert status_of(raw(live.ports["tenant"], req.encode())) == 200
 

@@ -10,7 +10,7 @@ import stack
 from conftest import WORK, read_fixture, tenant_namespaces
 from stack import line_namespace
 
-FIXTURE = "cadvisor-k8s1.21-eks-docker-datadog.txt"
+FIXTURE = "cadvisor-k8s1.20-synthetic.txt"  # the project's own (testdata/synthetic/)
 METRIC = "container_cpu_usage_seconds_total"
 
 
@@ -38,7 +38,7 @@ def test_prometheus_scrapes_through_envoy_and_queries_by_injected_team(live, spe
             {
                 "job_name": "kubelet-cadvisor-acme",
                 "metrics_path": "/metrics/cadvisor",
-                # The capture carries 2022 timestamps; store samples at scrape time.
+                # The body carries 2020 timestamps; store samples at scrape time.
                 "honor_timestamps": False,
                 "authorization": {"type": "Bearer", "credentials": stack.jwt("acme")},
                 "static_configs": [{"targets": [f"127.0.0.1:{live.ports['tenant']}"]}],

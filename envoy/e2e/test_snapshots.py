@@ -11,7 +11,7 @@ import stack
 from conftest import WORK, same_snapshot_source
 from stack import write_namespaces_file
 
-PROBES = "probes-gke-2021-datadog.txt"  # namespaces default and kube-system
+PROBES = "probes-k8s1.20-synthetic.txt"  # namespaces default, kube-system and others
 PROPAGATION_LIMIT_S = 2.0
 
 
@@ -90,7 +90,7 @@ def test_without_a_snapshot_tenants_get_503_and_injection_passes():
         # Injection without labels is the kubelet's body, unchanged.
         r = s.get("inject", "/metrics/probes", headers={"x-standin-fixture": PROBES})
         assert r.status == 200
-        assert r.body == (stack.FIXTURES / PROBES).read_bytes()
+        assert r.body == stack.fixture_path(PROBES).read_bytes()
 
 
 def test_a_stopped_control_plane_leaves_the_last_snapshot_until_it_is_stale():

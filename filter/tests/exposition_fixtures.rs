@@ -1,4 +1,6 @@
-//! The Prometheus rewriter on every real kubelet text capture in `testdata/`.
+//! The Prometheus rewriter on every kubelet text body of the test data
+//! (`kubelet-scope-testdata`: third-party captures, the project's own cluster's
+//! captures and synthetic bodies).
 //!
 //! Expected outputs are computed independently of the rewriter: a regex finds each
 //! line's `namespace` label (good enough on these captures, which have no hostile
@@ -7,33 +9,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use kubelet_scope_filter::config::Config;
 use kubelet_scope_filter::prometheus::Rewriter;
 use kubelet_scope_filter::snapshot::catalog::{Catalog, RequestScope};
 use kubelet_scope_filter::snapshot::Snapshot;
+use kubelet_scope_testdata::Source;
 use regex_lite::Regex;
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/kubelet");
-    let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    found.sort();
-    assert!(
-        found.len() >= 12,
-        "text captures missing from {}",
-        dir.display()
-    );
-    found
+    let bodies = kubelet_scope_testdata::bodies("txt");
+    let third_party = bodies
+        .iter()
+        .filter(|b| b.source == Source::ThirdParty)
+        .count();
+    if Source::ThirdParty.present() {
+        assert!(third_party >= 12, "text captures missing");
+    }
+    assert!(bodies.iter().any(|b| b.name.starts_with("cadvisor-")));
+    bodies.iter().map(|b| (b.name.clone(), b.read())).collect()
 }
 
 /// The oracle: the value of a label named exactly `namespace` in the line's label set.

@@ -1,6 +1,7 @@
-//! The JSON filter on every real kubelet JSON capture in `testdata/` (Linux and
-//! Windows nodes; pretty-printed, single-line and CRLF bodies), for a tenant owning
-//! each namespace present, one owning all of them and one owning none.
+//! The JSON filter on every kubelet JSON body of the test data (`kubelet-scope-testdata`:
+//! third-party captures of Linux and Windows nodes with pretty-printed, single-line
+//! and CRLF bodies, the project's own cluster's captures and synthetic bodies), for a
+//! tenant owning each namespace present, one owning all of them and one owning none.
 //!
 //! Expectations come from `json_support` (serde_json values and an independent
 //! recursive-descent span finder), never from the filter.
@@ -8,43 +9,40 @@
 
 mod json_support;
 
-use std::path::PathBuf;
-
 use json_support::*;
 use kubelet_scope_filter::policy::endpoint::JsonEndpoint;
+use kubelet_scope_testdata::Source;
 
 const MAX: usize = 32 << 20;
 
 fn fixtures() -> Vec<(String, JsonEndpoint, Vec<u8>)> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/kubelet"));
-    let mut found: Vec<(String, JsonEndpoint, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let endpoint = if name.starts_with("stats-summary") {
-                JsonEndpoint::StatsSummary
-            } else if name.starts_with("pods") {
-                JsonEndpoint::PodList
-            } else {
-                panic!("unknown JSON capture {name}")
+    let bodies = kubelet_scope_testdata::bodies("json");
+    let third_party = bodies
+        .iter()
+        .filter(|b| b.source == Source::ThirdParty)
+        .count();
+    let found: Vec<(String, JsonEndpoint, Vec<u8>)> = bodies
+        .iter()
+        .map(|b| {
+            let endpoint = match b.kubelet_path() {
+                "/stats/summary" => JsonEndpoint::StatsSummary,
+                "/pods" => JsonEndpoint::PodList,
+                other => panic!("{}: a JSON body of {other}", b.name),
             };
-            (name, endpoint, std::fs::read(&p).unwrap())
+            (b.name.clone(), endpoint, b.read())
         })
         .collect();
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(
-        found.len() >= 18,
-        "JSON captures missing from {}",
-        dir.display()
-    );
-    // The set covers the formats the issue names.
-    assert!(found.iter().any(|f| f.2.windows(2).any(|w| w == b"\r\n")));
+    assert!(found.iter().any(|f| f.1 == JsonEndpoint::PodList));
+    assert!(found.iter().any(|f| f.1 == JsonEndpoint::StatsSummary));
+    if Source::ThirdParty.present() {
+        assert!(third_party >= 18, "JSON captures missing");
+        // The set covers the formats the issue names.
+        assert!(found.iter().any(|f| f.2.windows(2).any(|w| w == b"\r\n")));
+        assert!(found.iter().any(|f| f.0.contains("windows")));
+    }
     assert!(found
         .iter()
         .any(|f| !f.2.contains(&b'\n') || f.2.iter().filter(|&&c| c == b'\n').count() < 3));
-    assert!(found.iter().any(|f| f.0.contains("windows")));
     found
 }
 

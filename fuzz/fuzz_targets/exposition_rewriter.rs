@@ -7,7 +7,7 @@
 //! cargo install cargo-fuzz
 //! cd fuzz
 //! RUSTC_BOOTSTRAP=1 cargo fuzz run exposition_rewriter corpus/exposition_rewriter \
-//!     ../testdata/kubelet -- -max_len=65536 -max_total_time=60
+//!     ../testdata/synthetic ../../shared/fixtures/kubelet -- -max_len=65536 -max_total_time=60
 //! ```
 //!
 //! Input: one control byte (mode and split point), then the body. Invariants:

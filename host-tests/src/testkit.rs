@@ -1,5 +1,5 @@
 //! Fixtures and helpers shared by the host tests: configurations, a snapshot that
-//! matches the kubelet captures in `testdata/kubelet/`, the native reference
+//! matches the kubelet bodies of the test data (`kubelet-scope-testdata`), the native reference
 //! (the same `BodyFilter` the CLI runs, called from the rlib) and the CLI itself.
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use crate::{headers, Headers, Proxy, Result, Vm};
 /// The control plane's cluster in every test configuration.
 pub const CLUSTER: &str = "kubelet-scope-control-plane";
 
-/// Namespaces of the captures, with owners and teams.
+/// Namespaces of the captures and of the own synthetic bodies, with owners and teams.
 pub const SNAPSHOT_V1: &str = r#"{"version":"v1","generatedAt":"2026-01-01T00:00:00Z","namespaces":{
   "kube-system":{"labels":{"team":"platform","tenant":"ops","cost-centre":"42"}},
   "default":{"labels":{"team":"web","tenant":"acme"}},
@@ -28,7 +28,9 @@ pub const SNAPSHOT_V1: &str = r#"{"version":"v1","generatedAt":"2026-01-01T00:00
   "workload-stress-ng":{"labels":{"tenant":"globex"}},
   "workload-stress-test-ad":{"labels":{"tenant":"globex"}},
   "local-path-storage":{"labels":{"tenant":"ops"}},
-  "sleeper-1":{"labels":{"team":"sleepers","tenant":"acme"}}}}"#;
+  "sleeper-1":{"labels":{"team":"sleepers","tenant":"acme"}},
+  "shop":{"labels":{"team":"web","tenant":"acme"}},
+  "analytics":{"labels":{"team":"data","tenant":"globex"}}}}"#;
 
 /// Injection only.
 pub fn injection_config() -> String {
@@ -116,45 +118,31 @@ pub fn get(path: &str, extra: &[(&str, &str)]) -> Headers {
     h
 }
 
-pub fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/kubelet")
-}
-
-/// Text captures (`*.txt`), sorted.
+/// Text bodies (`*.txt`) of every fixture source present.
 pub fn text_fixtures() -> Vec<PathBuf> {
     fixtures("txt")
 }
 
+/// JSON bodies (`*.json`) of every fixture source present.
 pub fn json_fixtures() -> Vec<PathBuf> {
     fixtures("json")
 }
 
 fn fixtures(ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(testdata())
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == ext))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    kubelet_scope_testdata::bodies(ext)
+        .into_iter()
+        .map(|b| b.path)
+        .collect()
 }
 
-/// The kubelet path a capture was taken from.
+/// The kubelet path a body was taken from (by its file-name prefix).
 pub fn kubelet_path(fixture: &Path) -> &'static str {
     let name = fixture
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    match name.split('-').next().unwrap_or("") {
-        "cadvisor" => "/metrics/cadvisor",
-        "probes" => "/metrics/probes",
-        "resource" => "/metrics/resource",
-        "pods" => "/pods",
-        "stats" => "/stats/summary",
-        _ => "/metrics",
-    }
+    kubelet_scope_testdata::kubelet_path(&name)
+        .unwrap_or_else(|| panic!("{}: no endpoint prefix", fixture.display()))
 }
 
 /// What the pure rewriter gives for `body` on `path`: `Ok(out)`, or the refusal

@@ -76,7 +76,7 @@ fn metrics_are_defined_with_the_prefix() {
         );
     }
     assert!(defined.keys().all(|k| k.starts_with("kubelet_scope_")));
-    assert_eq!(proxy.metric(m::SNAPSHOT_NAMESPACES), Some(9));
+    assert_eq!(proxy.metric(m::SNAPSHOT_NAMESPACES), Some(11));
     assert_eq!(proxy.metric(m::SNAPSHOT_LOADED), Some(1));
 }
 
@@ -122,7 +122,7 @@ fn readme_configuration_examples_work() {
         let proxy = proxy();
         proxy.add_cluster("kubelet-scope-control-plane");
         let mut vm = vm_with_snapshot(&proxy, config, Some(SNAPSHOT_V1)).unwrap();
-        let body = capture("cadvisor-k8s1.16-kind-containerd-datadog.txt");
+        let body = third_party!("cadvisor-k8s1.16-kind-containerd-datadog.txt");
         let ex = fetch(
             &mut vm,
             "/metrics/cadvisor",

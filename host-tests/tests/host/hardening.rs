@@ -98,7 +98,7 @@ fn redirects_pass_only_to_paths_the_tenant_may_use() {
 fn read_endpoints_take_get_and_head_only_and_no_ranges() {
     let proxy = proxy();
     let mut vm = tenant_vm(&proxy);
-    let body = capture("probes-gke-2021-datadog.txt");
+    let body = probes();
     let up = Upstream::ok(TEXT, &body, 512);
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT"] {
         let mut h = get("/metrics/probes", &[("x-tenant", "acme")]);
@@ -140,7 +140,7 @@ fn the_tenant_of_a_caller_is_its_namespaces_label_not_its_name() {
             "snapshot": {{"cluster": "{CLUSTER}"}}}}"#
     );
     let mut vm = vm_with_snapshot(&proxy, &config, Some(SNAPSHOT_V1)).unwrap();
-    let body = capture("probes-gke-2021-datadog.txt");
+    let body = probes();
     let up = Upstream::ok(TEXT, &body, 512);
     // A caller in `scraper` (labelled tenant=acme) is acme.
     let ex = fetch(&mut vm, "/metrics/probes", &[("x-ns", "scraper")], &up);

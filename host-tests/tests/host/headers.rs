@@ -8,7 +8,7 @@ use super::*;
 fn request_and_response_headers() {
     let proxy = proxy();
     let mut vm = vm_with_snapshot(&proxy, &tenant_config(), Some(SNAPSHOT_V1)).unwrap();
-    let body = capture("probes-gke-2021-datadog.txt");
+    let body = probes();
     let up = Upstream::ok(TEXT, &body, 1000);
 
     a_rewritten_request_asks_for_identity_text(&mut vm, &up);

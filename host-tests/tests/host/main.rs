@@ -6,6 +6,8 @@
 
 use kubelet_scope_host_tests::testkit::*;
 use kubelet_scope_host_tests::*;
+// `third_party!(name)`: a third-party capture, or a return (SKIPPED) without them.
+use kubelet_scope_testdata::third_party;
 
 mod config;
 mod fuzz;
@@ -22,9 +24,10 @@ fn read(p: &std::path::Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// The kubelet capture `name` in `testdata/kubelet/`.
-fn capture(name: &str) -> Vec<u8> {
-    read(&testdata().join(name))
+/// A `/metrics/probes` body of the project's own (namespaces `default`, acme's in
+/// [`SNAPSHOT_V1`], and `kube-system`), for the tests that need any real body.
+fn probes() -> Vec<u8> {
+    kubelet_scope_testdata::synthetic("probes-k8s1.20-synthetic.txt")
 }
 
 /// Checks what the client got against the pure rewriter's verdict.

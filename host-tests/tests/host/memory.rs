@@ -7,7 +7,7 @@ fn wasm_memory_stays_bounded_across_100_requests_of_20_mb() {
     let proxy = proxy();
     let config = tenant_config();
     let mut vm = vm_with_snapshot(&proxy, &config, Some(SNAPSHOT_V1)).unwrap();
-    let fixture = capture("cadvisor-k8s1.21-eks-docker-datadog.txt");
+    let fixture = kubelet_scope_testdata::synthetic("cadvisor-k8s1.20-synthetic.txt");
     let mut body = Vec::with_capacity(21 << 20);
     while body.len() < 20 << 20 {
         body.extend_from_slice(&fixture);

@@ -53,7 +53,7 @@ fn the_follower_loads_what_the_leader_fetched(proxy: &Proxy, vm1: &mut Vm, vm2: 
     vm2.tick().unwrap();
     assert!(vm2.pending_calls().is_empty());
     assert!(logged(vm2, "version v1 loaded"));
-    let body = capture("probes-gke-2021-datadog.txt");
+    let body = probes();
     let ex = fetch(
         vm2,
         "/metrics/probes",
@@ -120,7 +120,7 @@ fn the_old_leader_follows_and_its_stale_answer_is_dropped(
 #[test]
 fn stale_snapshot_fails_closed_in_tenant_mode_only() {
     let proxy = proxy();
-    let body = capture("probes-gke-2021-datadog.txt");
+    let body = probes();
     let mut vm = vm_with_snapshot(&proxy, &tenant_config(), Some(SNAPSHOT_V1)).unwrap();
     let request = |vm: &mut Vm| {
         fetch(
@@ -179,7 +179,7 @@ fn stale_snapshot_fails_closed_in_tenant_mode_only() {
 #[test]
 fn malformed_snapshot_is_rejected_and_the_old_one_kept() {
     let proxy = proxy();
-    let body = capture("probes-gke-2021-datadog.txt");
+    let body = probes();
     let up = Upstream::ok(TEXT, &body, 700);
     let mut vm = vm_with_snapshot(&proxy, &injection_config(), Some(SNAPSHOT_V1)).unwrap();
     for bad in [
@@ -240,7 +240,7 @@ fn static_tenancy_needs_no_control_plane() {
     proxy.advance_ms(10_000_000);
     vm.tick().unwrap();
     assert!(vm.pending_calls().is_empty());
-    let body = capture("cadvisor-k8s1.16-minikube-docker20.10-nri.txt");
+    let body = third_party!("cadvisor-k8s1.16-minikube-docker20.10-nri.txt");
     let ex = fetch(
         &mut vm,
         "/metrics/cadvisor",

@@ -108,7 +108,7 @@ fn end_of_stream_in_trailers_and_empty_last_chunks() {
     let proxy = proxy();
     let config = tenant_config();
     let mut vm = vm_with_snapshot(&proxy, &config, Some(SNAPSHOT_V1)).unwrap();
-    let body = capture("cadvisor-k8s1.16-kind-containerd-datadog.txt");
+    let body = third_party!("cadvisor-k8s1.16-kind-containerd-datadog.txt");
     let expected = acme_cadvisor(&config, &body).unwrap();
 
     ends_in_trailers_or_an_empty_chunk_after_a_final_newline(&mut vm, &body, &expected);
@@ -178,7 +178,7 @@ fn a_last_line_without_newline_is_flushed_or_dropped_before_trailers(
 }
 
 fn json_streams_and_ends_in_trailers(vm: &mut Vm, config: &str) {
-    let json = capture("pods-k8s1.31-minikube-containerd1.7-nri.json");
+    let json = third_party!("pods-k8s1.31-minikube-containerd1.7-nri.json");
     let Ok(out) = native(config, Some(SNAPSHOT_V1), "/pods", Some("acme"), &json) else {
         return;
     };

@@ -9,7 +9,7 @@ use super::*;
 fn tenant_mode_refusals_and_status_codes() {
     let proxy = proxy();
     let mut vm = vm_with_snapshot(&proxy, &tenant_config(), Some(SNAPSHOT_V1)).unwrap();
-    let body = capture("probes-gke-2021-datadog.txt");
+    let body = probes();
 
     refuses_what_tenants_may_not_see(&mut vm, &Upstream::ok(TEXT, &body, 512));
     passes_health_and_the_tenants_own_pod_logs_untouched(&mut vm);
@@ -153,7 +153,7 @@ fn resets_a_body_refused_mid_stream(vm: &mut Vm) {
 fn no_snapshot_yet_is_503_with_retry_after_in_tenant_mode_and_open_in_injection_mode() {
     let proxy = proxy();
     let mut vm = vm_with_snapshot(&proxy, &tenant_config(), None).unwrap();
-    let body = capture("probes-gke-2021-datadog.txt");
+    let body = probes();
     let ex = fetch(
         &mut vm,
         "/metrics/probes",
