@@ -9,8 +9,8 @@
 # binary is cached there, so only the first run pays the ~6 min build.
 #
 #   kube-apiserver.sh build                       fetch + build (cached)
-#   kube-apiserver.sh build-node                  also kubelet, kube-scheduler and
-#                                                 kube-controller-manager (cached)
+#   kube-apiserver.sh build-node                  also kubelet, kube-scheduler,
+#                                                 kube-controller-manager and kubectl (cached)
 #   kube-apiserver.sh start DIR                   etcd + apiserver "main", env in DIR/env
 #   kube-apiserver.sh start-etcd DIR
 #   kube-apiserver.sh start-apiserver DIR NAME [PORT]   another apiserver on the same etcd
@@ -20,6 +20,14 @@
 # certificates (clients trust ca.crt), the token file (tokens `admin-token` for system:masters and
 # `scope-token` for the user `kubelet-scope`, who has no permissions until bound),
 # logs, PID and port files.
+#
+# hack/cluster.sh (a whole node in a network namespace) sets, for `start-etcd` and
+# `start-apiserver` (defaults keep the tests' loopback apiserver as it was):
+#   KUBE_BIND_ADDRESS        the apiserver's --bind-address (127.0.0.1)
+#   KUBE_ADVERTISE_ADDRESS   --advertise-address, also in the serving certificate
+#   KUBE_AUTHORIZATION_MODE  --authorization-mode (RBAC)
+#   KUBE_DISABLE_ADMISSION   --disable-admission-plugins (ServiceAccount; empty: none)
+#   KUBE_APISERVER_EXTRA_ARGS  more flags, split on spaces
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,7 +53,7 @@ apt_src_opts() {
 
 fetch() {
     mkdir -p "$KUBE_CACHE"/{apt/lists/partial,apt/archives/partial,debs,root,bin}
-    if [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e '^lock$' -e '^partial$' -e '^auxfiles$')" ]; then
+    if [ -z "$(find /var/lib/apt/lists/ -mindepth 1 -maxdepth 1 ! -name lock ! -name partial ! -name auxfiles 2>/dev/null)" ]; then
         log "apt lists are empty: apt-get update"
         apt-get update -qq
     fi
@@ -145,7 +153,7 @@ build_component() {
 build_node() {
     build
     local missing=()
-    for name in kubelet kube-scheduler kube-controller-manager; do
+    for name in kubelet kube-scheduler kube-controller-manager kubectl; do
         [ -x "$KUBE_CACHE/bin/$name" ] || missing+=("$name")
     done
     [ ${#missing[@]} -gt 0 ] || return 0
@@ -206,7 +214,8 @@ pki() {
         -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
         -keyout "$dir/serving.key" -out "$dir/serving.csr" 2>/dev/null
-    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost${KUBE_ADVERTISE_ADDRESS:+,IP:$KUBE_ADVERTISE_ADDRESS}" \
+        "basicConstraints=CA:FALSE" \
         "extendedKeyUsage=serverAuth" >"$dir/serving.ext"
     openssl x509 -req -in "$dir/serving.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
         -days 2 -extfile "$dir/serving.ext" -out "$dir/serving.crt" 2>/dev/null
@@ -217,14 +226,17 @@ start_apiserver() {
     local dir=$1 name=$2 port=${3:-}
     [ -n "$port" ] || port=$(free_port)
     pki "$dir"
-    "$APISERVER" --bind-address 127.0.0.1 --secure-port "$port" \
+    local disable=${KUBE_DISABLE_ADMISSION-ServiceAccount}
+    # shellcheck disable=SC2086 # the optional flags are split on purpose
+    "$APISERVER" --bind-address "${KUBE_BIND_ADDRESS:-127.0.0.1}" --secure-port "$port" \
+        ${KUBE_ADVERTISE_ADDRESS:+--advertise-address "$KUBE_ADVERTISE_ADDRESS"} \
         --etcd-servers "http://127.0.0.1:$(cat "$dir/etcd.port")" \
         --tls-cert-file "$dir/serving.crt" --tls-private-key-file "$dir/serving.key" \
-        --token-auth-file "$dir/tokens.csv" --authorization-mode RBAC \
+        --token-auth-file "$dir/tokens.csv" --authorization-mode "${KUBE_AUTHORIZATION_MODE:-RBAC}" \
         --service-account-key-file "$dir/sa.pub" --service-account-signing-key-file "$dir/sa.key" \
         --service-account-issuer https://kubernetes.default.svc \
         --api-audiences https://kubernetes.default.svc \
-        --disable-admission-plugins ServiceAccount \
+        ${disable:+--disable-admission-plugins "$disable"} \
         --service-cluster-ip-range 10.96.0.0/16 \
         ${KUBE_APISERVER_EXTRA_ARGS:-} \
         >"$dir/$name.log" 2>&1 &
@@ -251,12 +263,22 @@ stop_one() {
     kill -9 "$pid" 2>/dev/null || true
 }
 
+# Two builds at once in one GOPATH/GOCACHE (make -j, or two clones sharing .cache)
+# would race: the builds take a lock on the cache.
+locked() {
+    mkdir -p "$KUBE_CACHE"
+    exec 9>"$KUBE_CACHE/.build.lock"
+    flock 9
+    "$@"
+    exec 9>&-
+}
+
 cmd=${1:-}
 case "$cmd" in
-build) build ;;
-build-node) build_node ;;
+build) locked build ;;
+build-node) locked build_node ;;
 start)
-    build
+    locked build
     start_etcd "$2"
     start_apiserver "$2" main
     ;;

@@ -10,7 +10,8 @@ Every process gets a free port and a log file in the stack's work directory; `st
 terminates them all (also on an exception in a `with` block).
 
 This is the one harness of envoy/: starting processes (`Process`, `Stack`, the real
-kube-apiserver as `Apiserver`), free ports, waiting for readiness (`wait_for`), HTTP
+kube-apiserver as `Apiserver`), the real single-node cluster that hack/cluster.sh
+started (`Cluster`: its apiserver, kubelet and ServiceAccount tokens), free ports, waiting for readiness (`wait_for`), HTTP
 (`request`), the namespace map (`write_namespaces_file`) and reading namespaces back
 out of kubelet bodies. The tests, the demo and the benchmark must not re-implement
 any of it; what they assert stays in them.
@@ -74,6 +75,7 @@ EXAMPLES = REPO / "deploy" / "examples"
 TEMPLATE = REPO / "envoy" / "local.yaml"
 STANDIN = Path(__file__).resolve().parent / "kubelet_standin.py"
 APISERVER_SCRIPT = REPO / "control-plane" / "hack" / "kube-apiserver.sh"
+CLUSTER_SCRIPT = REPO / "hack" / "cluster.sh"
 
 TENANT_HEADER = "x-kubelet-scope-tenant"
 # The demo's JWT issuer: an HMAC key the stack writes into Envoy's local JWKS.
@@ -198,15 +200,17 @@ class Response:
         return f"<Response {self.status} {len(self.body)} bytes: {self.body[:200]!r}>"
 
 
-def request(port, path, headers=None, tls_ca=None, timeout=30.0, method="GET", body=None):
+def request(
+    port, path, headers=None, tls_ca=None, timeout=30.0, method="GET", body=None, host="127.0.0.1"
+):
     """One request (a GET unless `method` says otherwise) on a fresh connection (so
     that successive calls may land on different Envoy workers). Raises on a truncated
-    or reset response."""
+    or reset response. With `tls_ca`, the server's certificate must name `host`."""
     if tls_ca:
         ctx = ssl.create_default_context(cafile=str(tls_ca))
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
+        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body, headers=headers or {})
         r = conn.getresponse()
@@ -643,6 +647,89 @@ def issue_certificate(directory, name, sans):
     ):
         subprocess.run(["openssl", *argv], check=True, capture_output=True)
     return ca, cert, key
+
+
+class Cluster:
+    """The real single-node cluster of hack/cluster.sh (`start DIR`), read from
+    DIR/env. Its addresses are in the cluster's network namespace: the caller runs
+    there (`hack/cluster.sh exec DIR ...`, as `make cluster-test` does)."""
+
+    def __init__(self, directory):
+        self.dir = Path(directory)
+        self.env = dict(
+            line.split("=", 1) for line in (self.dir / "env").read_text().splitlines() if line
+        )
+        self.node_ip = self.env["NODE_IP"]
+        self.node_name = self.env["NODE_NAME"]
+        self.ca = Path(self.env["CA_CERT"])
+        self.api_port = int(self.env["APISERVER_PORT"])
+        self.kubelet_port = int(self.env["KUBELET_PORT"])
+        self.admin_token = self.env["ADMIN_TOKEN"]
+
+    def api(self, method, path, body=None, content_type="application/json", token=None):
+        """The apiserver (as admin unless `token`): the status and the decoded JSON."""
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+            body = json.dumps(body)
+        r = request(
+            self.api_port,
+            path,
+            headers,
+            tls_ca=self.ca,
+            timeout=15,
+            method=method,
+            body=body,
+            host=self.node_ip,
+        )
+        return r.status, (json.loads(r.body) if r.body else None)
+
+    def get(self, path):
+        status, doc = self.api("GET", path)
+        assert status == 200, (path, status, doc)
+        return doc
+
+    def ensure(self, collection, obj):
+        """Creates `obj` under the API `collection` path unless it exists."""
+        status, doc = self.api("POST", collection, obj)
+        assert status in (201, 409), (collection, status, doc)
+
+    def service_account_token(self, namespace, name, audiences=None, seconds=3600):
+        """A real token of ServiceAccount `name` (created if absent) from the
+        TokenRequest API; without `audiences`, the apiserver's own (what the kubelet's
+        webhook authentication accepts)."""
+        self.ensure(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts",
+            {"metadata": {"name": name, "namespace": namespace}},
+        )
+        spec = {"expirationSeconds": seconds}
+        if audiences:
+            spec["audiences"] = list(audiences)
+        status, doc = self.api(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+        )
+        assert status == 201, (status, doc)
+        return doc["status"]["token"]
+
+    def kubelet(self, path, token=None, headers=None, timeout=30.0):
+        """The kubelet at the node IP, TLS verified against the test CA."""
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        return request(
+            self.kubelet_port, path, h, tls_ca=self.ca, timeout=timeout, host=self.node_ip
+        )
+
+    def pods(self, namespace=None):
+        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+        return self.get(path)["items"]
+
+    def restart(self, component):
+        """Stops and starts one component (kubelet, containerd, kube-apiserver,
+        kube-scheduler, kube-controller-manager) with its command line of `start`."""
+        subprocess.run([CLUSTER_SCRIPT, "restart", self.dir, component], check=True)
 
 
 def clean_dir(path):
