@@ -60,9 +60,11 @@ POD_TOKEN_DIR = "/var/run/secrets/kubelet-scope"
 
 
 def kubectl(api, *args, stdin=None, check=True):
-    """kubectl 1.32 with the apiserver's admin kubeconfig."""
+    """kubectl 1.32 with the apiserver's admin kubeconfig and a discovery cache of its
+    own (not ~/.kube's, which other runs share and a new apiserver would find stale)."""
+    own = ["--kubeconfig", api.dir / "admin.kubeconfig", "--cache-dir", api.dir / "kubectl-cache"]
     r = subprocess.run(
-        [KUBECTL, "--kubeconfig", str(api.dir / "admin.kubeconfig"), *map(str, args)],
+        [KUBECTL, *map(str, own), *map(str, args)],
         input=stdin,
         capture_output=True,
         text=True,
@@ -76,10 +78,11 @@ def kubectl(api, *args, stdin=None, check=True):
 def items(output):
     """The objects of kubectl's `-o json`: a List, or objects one after the other."""
     found, decoder, at = [], json.JSONDecoder(), 0
-    while output[at:].strip():
-        doc, end = decoder.raw_decode(output, at + len(output[at:]) - len(output[at:].lstrip()))
+    output = output.strip()
+    while at < len(output):
+        doc, at = decoder.raw_decode(output, at)
         found += doc["items"] if doc["kind"] == "List" else [doc]
-        at = end
+        at += len(output[at:]) - len(output[at:].lstrip())
     return found
 
 
@@ -98,14 +101,16 @@ def istio_api(daemonset_apiserver):
     api.kubeconfig()
     r = kubectl(api, "create", "--validate=false", "-f", CRDS, check=False)
     assert r.returncode == 0 or "AlreadyExists" in r.stderr, r.stderr
-    kubectl(
-        api,
-        "wait",
-        "--for",
-        "condition=established",
-        "--timeout=60s",
-        *map("crd/{}".format, ISTIO_KINDS),
-    )
+    # Polled rather than `kubectl wait`, which fails at once on a CRD the apiserver
+    # has not given conditions yet.
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    for crd in ISTIO_KINDS:
+        stack.wait_for(
+            f"the CRD {crd} to be established",
+            lambda crd=crd: (
+                kubectl(api, "get", "crd", crd, "-o", f"jsonpath={established}").stdout == "True"
+            ),
+        )
     api.service_account(NAMESPACE, GATEWAY_ACCOUNT)
     for namespace in ("acme-monitoring", "globex", "kube-system"):
         api.service_account(namespace, "prometheus")
@@ -124,8 +129,7 @@ def installed_objects(api):
     auth = istio_xds.find(objects, "RequestAuthentication")
     auth["spec"]["jwtRules"][0].update(issuer=issuer, jwks=jwks)
     for obj in objects:
-        r = kubectl(api, "create", "-f", "-", stdin=json.dumps(obj), check=False)
-        assert r.returncode == 0 or "AlreadyExists" in r.stderr, r.stderr
+        kubectl(api, "create", "-f", "-", stdin=json.dumps(obj))
     stored = items(kubectl(api, "get", "-n", NAMESPACE, ",".join(ISTIO_KINDS), "-o", "json").stdout)
     assert len(stored) == sum(1 for o in objects if ".istio.io/" in o["apiVersion"]), stored
     return stored
@@ -464,6 +468,7 @@ def test_the_gateway_configuration_is_what_istio_derives_from_deploy_istio(istio
         after,
         istio_xds.resource_name(plugin),
         "envoy.filters.http.rbac",
+        "envoy.filters.http.grpc_stats",
         "envoy.filters.http.fault",
         "envoy.filters.http.cors",
         "envoy.filters.http.credential_injector",
