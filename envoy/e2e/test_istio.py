@@ -93,6 +93,22 @@ def content(obj):
     return {**body, "metadata": {"name": meta["name"], "namespace": meta.get("namespace")}}
 
 
+def server_dry_run(api, obj, *args, check=False):
+    """The apiserver's verdict on creating `obj` (a server-side dry run; kubectl's own
+    schema check off)."""
+    return kubectl(
+        api,
+        "create",
+        "--validate=false",
+        "--dry-run=server",
+        "-f",
+        "-",
+        *args,
+        stdin=json.dumps(obj),
+        check=check,
+    )
+
+
 @pytest.fixture(scope="module")
 def istio_api(daemonset_apiserver):
     """The DaemonSet tests' apiserver (namespaces and their labels as there), with
@@ -236,16 +252,7 @@ def test_invalid_variants_are_refused_by_the_apiserver(istio_api, case):
     """Enums, required fields, lengths and the sha256 pattern are OpenAPI schema, which
     1.20 enforces (--validate=false: the server's verdict, not kubectl's)."""
     obj, message = REFUSED[case]
-    r = kubectl(
-        istio_api,
-        "create",
-        "--validate=false",
-        "--dry-run=server",
-        "-f",
-        "-",
-        stdin=json.dumps(obj),
-        check=False,
-    )
+    r = server_dry_run(istio_api, obj)
     assert r.returncode != 0, f"{case} was accepted"
     assert message in r.stderr, r.stderr
 
@@ -258,20 +265,11 @@ def test_a_misspelt_field_is_refused_by_kubectl_and_pruned_by_the_apiserver(isti
     plugin["spec"]["pluginconfig"] = istio_xds.find(istio_xds.manifests(), "WasmPlugin")["spec"][
         "pluginConfig"
     ]
-    text = json.dumps(plugin)
-    r = kubectl(istio_api, "create", "--dry-run=server", "-f", "-", stdin=text, check=False)
-    assert r.returncode != 0 and 'unknown field "pluginconfig"' in r.stderr, r.stderr
     r = kubectl(
-        istio_api,
-        "create",
-        "--validate=false",
-        "--dry-run=server",
-        "-f",
-        "-",
-        "-o",
-        "json",
-        stdin=text,
+        istio_api, "create", "--dry-run=server", "-f", "-", stdin=json.dumps(plugin), check=False
     )
+    assert r.returncode != 0 and 'unknown field "pluginconfig"' in r.stderr, r.stderr
+    r = server_dry_run(istio_api, plugin, "-o", "json", check=True)
     stored = json.loads(r.stdout)
     assert "pluginconfig" not in stored["spec"] and "pluginConfig" not in stored["spec"]
     resource = istio_xds.wasm_extension_config(stored, stack.WASM)
@@ -295,15 +293,7 @@ CEL_ONLY = {
 
 @pytest.mark.parametrize("case", CEL_ONLY, ids=list(CEL_ONLY))
 def test_what_only_istios_cel_rules_refuse_passes_apiserver_1_20(istio_api, case):
-    r = kubectl(
-        istio_api,
-        "create",
-        "--validate=false",
-        "--dry-run=server",
-        "-f",
-        "-",
-        stdin=json.dumps(CEL_ONLY[case]),
-    )
+    r = server_dry_run(istio_api, CEL_ONLY[case], check=True)
     assert "created (server dry run)" in r.stdout
 
 
