@@ -22,6 +22,7 @@ There is no istiod, istio-agent or istio-proxy here: istio_xds.py does their par
 import copy
 import json
 import subprocess
+import tomllib
 
 import istio_xds
 import pytest
@@ -115,6 +116,7 @@ def istio_api(daemonset_apiserver):
     Istio's CRDs and the ServiceAccounts of the gateway and of tenants' scrapers."""
     api = daemonset_apiserver
     api.kubeconfig()
+    assert CRDS.is_file(), f"{CRDS}: Istio's CRDs are read from ../shared/istio/ beside the project"
     r = kubectl(api, "create", "--validate=false", "-f", CRDS, check=False)
     assert r.returncode == 0 or "AlreadyExists" in r.stderr, r.stderr
     # Polled rather than `kubectl wait`, which fails at once on a CRD the apiserver
@@ -632,6 +634,18 @@ def test_the_filter_serves_tenants_through_the_istio_gateway(istio_api, installe
         assert set(control_plane_answers(s)) <= {"200", "304"}, control_plane_answers(s)
 
 
+def test_the_wasmplugin_holds_the_placeholders_the_release_renders():
+    """The contract with `make release`: it replaces the registry and the tag (the
+    workspace's version) of `url`, and `sha256`, whose placeholder (64 zeros) is a
+    digest no image has: unrendered, istio-agent refuses the module (below)."""
+    spec = istio_xds.find(istio_xds.manifests(), "WasmPlugin")["spec"]
+    version = tomllib.loads((stack.REPO / "Cargo.toml").read_text())["workspace"]["package"][
+        "version"
+    ]
+    assert spec["url"] == f"oci://registry.example/kubelet-scope/kubelet-scope-filter:{version}"
+    assert spec["sha256"] == "0" * 64
+
+
 def test_a_module_istio_cannot_fetch_denies_instead_of_passing(istio_api, installed):
     """istio-agent fetches the module before Envoy sees the plugin; when it cannot
     (registry unreachable, a digest that does not match, as the placeholder's never
@@ -642,8 +656,6 @@ def test_a_module_istio_cannot_fetch_denies_instead_of_passing(istio_api, instal
     api = istio_api
     plugin = istio_xds.find(installed, "WasmPlugin")
     assert plugin["spec"]["failStrategy"] == "FAIL_CLOSE"
-    # Unrendered, the manifest's digest is one no image has.
-    assert istio_xds.find(istio_xds.manifests(), "WasmPlugin")["spec"]["sha256"] == "0" * 64
     workdir = stack.clean_dir(WORK / "istio-fetch-failed")
     with gateway_stack(api, installed, workdir, istio_xds.agent_fallback(plugin)) as s:
         for path in ("/metrics/probes", "/pods", "/healthz"):
