@@ -119,16 +119,18 @@ def istio_api(daemonset_apiserver):
     assert CRDS.is_file(), f"{CRDS}: Istio's CRDs are read from ../shared/istio/ beside the project"
     r = kubectl(api, "create", "--validate=false", "-f", CRDS, check=False)
     assert r.returncode == 0 or "AlreadyExists" in r.stderr, r.stderr
-    # Polled rather than `kubectl wait`, which fails at once on a CRD the apiserver
-    # has not given conditions yet.
-    established = '{.status.conditions[?(@.type=="Established")].status}'
-    for crd in ISTIO_KINDS:
-        stack.wait_for(
-            f"the CRD {crd} to be established",
-            lambda crd=crd: (
-                kubectl(api, "get", "crd", crd, "-o", f"jsonpath={established}").stdout == "True"
-            ),
+
+    # Polled rather than `kubectl wait` (or a jsonpath filter), which fail at once on a
+    # CRD the apiserver has not given conditions yet.
+    def established(crd):
+        status = json.loads(kubectl(api, "get", "crd", crd, "-o", "json").stdout)["status"]
+        return any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in status.get("conditions") or []
         )
+
+    for crd in ISTIO_KINDS:
+        stack.wait_for(f"the CRD {crd} to be established", lambda crd=crd: established(crd))
     api.service_account(NAMESPACE, GATEWAY_ACCOUNT)
     for namespace in ("acme-monitoring", "globex", "kube-system"):
         api.service_account(namespace, "prometheus")
