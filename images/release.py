@@ -8,6 +8,8 @@
   images/images.json                their manifest digests and references
   manifests/<overlay>.yaml          each overlay of deploy/overlays/ rendered, our
                                     images pinned by digest (render_manifests.py)
+  manifests/istio/*.yaml            deploy/istio/, the WasmPlugin's url and sha256
+                                    naming the filter image
   release.json                      version, wasm sha256, image references
   SHA256SUMS                        every file above (`sha256sum -c SHA256SUMS`)
 
@@ -101,6 +103,9 @@ def main():
         REPO / "deploy", args.wasm, images, registry, overrides, dist / "manifests"
     ):
         print(f"warning: {w}", file=sys.stderr)
+    render_manifests.render_istio(
+        REPO / "deploy", images, registry, args.version, dist / "manifests"
+    )
 
     release = {
         "version": args.version,

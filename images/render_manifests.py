@@ -8,6 +8,8 @@ REGISTRY (the control plane's `kubelet-scope`, the filter's `kubelet-scope-filte
 and any other by `--set OLD=NEW` (e.g. pin upstream Envoy by digest). The ConfigMap
 overlay gets the release .wasm where its README step copies it. An image of ours
 that was not built is an error; any image left as a tag is returned as a warning.
+deploy/istio/ is copied with the WasmPlugin's `url` naming the pushed filter image
+and its `sha256` that image's manifest digest (Istio's rule for oci:// urls).
 
     python images/render_manifests.py --images dist/images/images.json \\
         --registry localhost:5000 --wasm kubelet_scope_filter.wasm --out dist/manifests"""
@@ -87,6 +89,27 @@ def render(deploy, wasm, images, registry, overrides, out):
                 if "@sha256:" not in image:
                     warnings.append(f"{overlay}: {image} is not pinned by digest")
     return warnings
+
+
+WASMPLUGIN_URL = re.compile(r"^(\s*url: )oci://\S+$", re.M)
+WASMPLUGIN_SHA = re.compile(r'^(\s*sha256: )"0{64}"$', re.M)
+
+
+def render_istio(deploy, images, registry, version, out):
+    """deploy/istio/*.yaml into `out`/istio/, the WasmPlugin pointing at our filter."""
+    info = images["filter"]
+    url = f"oci://{registry.rstrip('/')}/{info['repository']}:{version}"
+    (out / "istio").mkdir(parents=True, exist_ok=True)
+    for source in sorted((deploy / "istio").glob("*.yaml")):
+        text = source.read_text()
+        if "kind: WasmPlugin" in text:
+            text, urls = WASMPLUGIN_URL.subn(lambda m: m[1] + url, text)
+            text, shas = WASMPLUGIN_SHA.subn(
+                lambda m: f'{m[1]}"{info["manifest_digest"].removeprefix("sha256:")}"', text
+            )
+            if (urls, shas) != (1, 1):
+                raise ValueError(f"{source.name}: no url/sha256 placeholder to render")
+        (out / "istio" / source.name).write_text(text)
 
 
 def main():

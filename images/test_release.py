@@ -85,6 +85,20 @@ def test_each_overlay_is_rendered_with_our_images_pinned_by_digest(release, buil
     assert wasm == build_inputs()["--wasm"].read_bytes()
 
 
+def test_the_wasmplugin_names_the_pushed_filter_by_its_manifest_digest(release, built):
+    dist, _, _ = release
+    [plugin] = [
+        d
+        for f in sorted((dist / "manifests" / "istio").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d and d["kind"] == "WasmPlugin"
+    ]
+    assert plugin["spec"]["url"] == f"oci://registry.test:5000/kubelet-scope/filter:{VERSION}"
+    assert plugin["spec"]["sha256"] == built["filter"]["manifest_digest"].removeprefix("sha256:")
+    sources = {p.name for p in (REPO / "deploy" / "istio").glob("*.yaml")}
+    assert {p.name for p in (dist / "manifests" / "istio").glob("*.yaml")} == sources
+
+
 def test_changelog_unreleased_becomes_the_release_with_digests(release, built):
     _, changelog, args = release
     text = changelog.read_text()
