@@ -1,225 +1,37 @@
 """Envoy with the release filter in front of the REAL kubelet (world: the real
 kubelet, apiserver, containers and ServiceAccount tokens of hack/cluster.sh; no
-stand-in anywhere).
-
-Two shipped configurations run here:
-- `daemonset`: deploy/base/kubelet-proxy.yaml's envoy.yaml as shipped (mounts and
-  addresses mapped as test_daemonset maps them), with the control plane of
-  deploy/base/control-plane.yaml's arguments (TLS, --allow-serviceaccount,
-  --token-audience: real TokenReviews) watching the real apiserver. Envoy reaches the
-  kubelet with a real token of kubelet-scope:kubelet-proxy, bound to exactly the
-  manifest's ClusterRole; tenants present real projected tokens (TokenRequest,
-  audience kubelet-scope) that Envoy's jwt_authn verifies against the apiserver's own
-  JWKS and issuer. Between Envoy and the kubelet sits a recording hop
-  (recording_hop.py), so Envoy's output is compared with `kubelet-scope rewrite` on
-  the same upstream bytes, and what reached the kubelet is known.
-- `local`: envoy/local.yaml through the stack's template, pointed straight at the
-  kubelet (127.0.0.1:10250, verified against the cluster's CA) with the same real
-  kubelet-proxy token, and the control plane watching the real apiserver. Its
-  tenants are what that file's provider accepts: the demo issuer's JWTs with a
-  `tenant` claim (a real ServiceAccount token carries no such claim).
-
-Mapped beyond test_daemonset's mapping: the issuer (this apiserver's is
-https://kubernetes.default.svc, the shipped one https://kubernetes.default.svc.cluster.local),
-the kubelet's CA (the cluster's) and the control plane's kubeconfig (the admin's).
-"""
+stand-in anywhere), in both shipped configurations (`daemonset`, `local`: see
+real_world.py): real credentials, isolation and injection on every endpoint, the CLI
+on the same upstream bytes, denied pod-scoped paths, live changes in the apiserver,
+a real Prometheus."""
 
 import json
 import os
 import re
 import subprocess
 import time
+import urllib.parse
 
 import pytest
 import test_daemonset as shipped
 import yaml
-from recording_hop import RecordingHop
+from real_world import (
+    SCRAPERS,
+    TENANT_AUDIENCE,
+    label_namespace,
+    namespace_labels,
+    tenant_namespaces,
+    tenant_token,
+)
 
 import stack
 from conftest import CAPTURES, WORK
 
 ENDPOINTS = list(CAPTURES)
 METRICS = [p for p in ENDPOINTS if p.startswith("/metrics")]
-SHIPPED_ISSUER = shipped.ISSUER
-TENANT_AUDIENCE = "kubelet-scope"
-# The namespace (and ServiceAccount) a tenant's scraper runs as, in the daemonset world.
-SCRAPERS = {"acme": "acme-web", "globex": "globex"}
 TEAM = re.compile(r'[{,]team="([^"]*)"')
 NAME = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)")
 DENIED_PATH_SEGMENTS = ("exec", "attach", "portForward", "run", "containerLogs")
-
-
-# --- the real world's credentials and facts ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def real(cluster):
-    """The manifest's ClusterRole and binding applied, and the real tokens: the
-    kubelet's (kubelet-proxy, the apiserver's audience), the control plane's
-    (kubelet-proxy, the DaemonSet's second audience), one of an unbound account of
-    the same namespace; the apiserver's JWKS and issuer."""
-    cluster.ensure("/api/v1/namespaces", {"metadata": {"name": "kubelet-scope"}})
-    rbac = "/apis/rbac.authorization.k8s.io/v1"
-    role = shipped.manifest("ClusterRole", "kubelet-proxy")
-    binding = shipped.manifest("ClusterRoleBinding", "kubelet-proxy")
-    cluster.ensure(f"{rbac}/clusterroles", role)
-    cluster.ensure(f"{rbac}/clusterrolebindings", binding)
-    assert cluster.get(f"{rbac}/clusterroles/kubelet-proxy")["rules"] == role["rules"]
-    subjects = cluster.get(f"{rbac}/clusterrolebindings/kubelet-proxy")["subjects"]
-    assert subjects == [
-        {"kind": "ServiceAccount", "name": "kubelet-proxy", "namespace": "kubelet-scope"}
-    ]
-    issuer = cluster.get("/.well-known/openid-configuration")["issuer"]
-    jwks = cluster.get("/openid/v1/jwks")
-    assert jwks["keys"] and all(k["kty"] == "RSA" for k in jwks["keys"]), jwks
-    return {
-        "kubelet": cluster.service_account_token("kubelet-scope", "kubelet-proxy"),
-        "control_plane": cluster.service_account_token(
-            "kubelet-scope", "kubelet-proxy", [shipped.CONTROL_PLANE_AUDIENCE]
-        ),
-        "unbound": cluster.service_account_token("kubelet-scope", "prometheus"),
-        "issuer": issuer,
-        "jwks": jwks,
-    }
-
-
-def tenant_token(cluster, namespace, name="scraper", audiences=(TENANT_AUDIENCE,)):
-    return cluster.service_account_token(namespace, name, list(audiences))
-
-
-def namespace_labels(cluster):
-    return {
-        n["metadata"]["name"]: n["metadata"].get("labels", {})
-        for n in cluster.get("/api/v1/namespaces")["items"]
-    }
-
-
-def tenant_namespaces(cluster, tenant):
-    return {n for n, labels in namespace_labels(cluster).items() if labels.get("tenant") == tenant}
-
-
-def label_namespace(cluster, name, labels):
-    """Merge-patches the namespace's labels (None removes one)."""
-    status, doc = cluster.api(
-        "PATCH",
-        f"/api/v1/namespaces/{name}",
-        {"metadata": {"labels": labels}},
-        content_type="application/merge-patch+json",
-    )
-    assert status == 200, (status, doc)
-
-
-# --- the two worlds ----------------------------------------------------------------
-
-
-class World:
-    """One running Envoy configuration: `get(path, tenant)` through its tenant
-    listener, as the tenant's scraper."""
-
-    def __init__(self, name, s, cluster, hop=None):
-        self.name, self.s, self.cluster, self.hop = name, s, cluster, hop
-        self.tokens = {}
-
-    def auth(self, tenant):
-        if self.name == "local":
-            return "Bearer " + stack.jwt(tenant)
-        if tenant not in self.tokens:
-            self.tokens[tenant] = tenant_token(self.cluster, SCRAPERS[tenant])
-        return "Bearer " + self.tokens[tenant]
-
-    def get(self, path, tenant=None, headers=None, token=None, method="GET"):
-        h = dict(headers or {})
-        if token:
-            h["authorization"] = "Bearer " + token
-        elif tenant:
-            h["authorization"] = self.auth(tenant)
-        tls = self.s.kubelet_cert if self.name == "daemonset" else None
-        return stack.request(self.s.ports["tenant"], path, h, tls_ca=tls, method=method)
-
-    def snapshot(self, control_plane_token):
-        r = stack.request(
-            self.s.ports["control_plane"],
-            "/v1/snapshot",
-            {"authorization": "Bearer " + control_plane_token},
-            tls_ca=self.s.control_plane_ca,
-        )
-        assert r.status == 200, r
-        return r.body
-
-
-def wait_serving(world, tenant):
-    streak = [0]
-
-    def ok():
-        streak[0] = streak[0] + 1 if world.get("/pods", tenant).status == 200 else 0
-        return streak[0] >= 4
-
-    stack.wait_for(f"{world.name}: the filter to serve {tenant}", ok, timeout=30, interval=0.2)
-
-
-@pytest.fixture(scope="module")
-def daemonset(cluster, real):
-    workdir = stack.clean_dir(WORK / "daemonset")
-    ca, cert, key = stack.issue_certificate(
-        workdir, "control-plane", f"DNS:{shipped.SERVICE},IP:127.0.0.1"
-    )
-    hop = RecordingHop(
-        cluster.env["KUBELET_CERT"],
-        cluster.env["KUBELET_KEY"],
-        cluster.ca,
-        cluster.node_ip,
-        cluster.kubelet_port,
-    )
-
-    def render(s):
-        s.ports["kubelet"] = hop.port
-        text = shipped.local_daemonset_config(s, real["control_plane"], ca)
-        (s.dir / "kubelet-proxy-token" / "token").write_text(real["kubelet"])
-        (s.dir / "jwks.json").write_text(json.dumps(real["jwks"]))
-        upstream_ca = f"trusted_ca: {{ filename: {s.kubelet_cert} }}"
-        assert text.count(upstream_ca) == 1, "the kubelet cluster's CA is no longer mapped"
-        text = text.replace(upstream_ca, f"trusted_ca: {{ filename: {cluster.ca} }}")
-        return shipped.map_text(text, {f"issuer: {SHIPPED_ISSUER}": f"issuer: {real['issuer']}"})
-
-    with hop:
-        s = stack.Stack(
-            workdir,
-            kubeconfig=cluster.env["ADMIN_KUBECONFIG"],
-            control_plane_args=shipped.control_plane_args(cert, key),
-            control_plane_ca=ca,
-            render=render,
-            standin=False,
-        )
-        with s:
-            world = World("daemonset", s, cluster, hop)
-            for tenant in SCRAPERS:
-                wait_serving(world, tenant)
-            yield world
-
-
-@pytest.fixture(scope="module")
-def local(cluster, real):
-    workdir = stack.clean_dir(WORK / "local")
-
-    def render(s):
-        (s.dir / "node-token").write_text(real["kubelet"])
-        values = s.envoy_values()
-        values.update(KUBELET_PORT=cluster.kubelet_port, KUBELET_CA_FILE=cluster.ca)
-        return stack.render_envoy_config(values)
-
-    s = stack.Stack(
-        workdir, kubeconfig=cluster.env["ADMIN_KUBECONFIG"], render=render, standin=False
-    )
-    with s:
-        world = World("local", s, cluster)
-        for tenant in SCRAPERS:
-            wait_serving(world, tenant)
-        yield world
-
-
-@pytest.fixture(scope="module", params=["daemonset", "local"])
-def world(request):
-    return request.getfixturevalue(request.param)
 
 
 # --- reading bodies ----------------------------------------------------------------
@@ -539,7 +351,14 @@ def test_a_new_pod_appears_for_acme_and_never_for_globex(cluster, daemonset):
         assert (("acme-web", name)) in items("/pods", daemonset.get("/pods", "acme").body)
         assert name.encode() not in daemonset.get("/pods", "globex").body
     finally:
+        # gone before the next test (test_smoke wants every pod Running)
         cluster.api("DELETE", f"/api/v1/namespaces/acme-web/pods/{name}")
+        stack.wait_for(
+            "the new pod to be deleted",
+            lambda: cluster.api("GET", f"/api/v1/namespaces/acme-web/pods/{name}")[0] == 404,
+            timeout=60,
+            interval=0.5,
+        )
 
 
 def test_a_namespace_moved_between_tenants_follows(cluster, daemonset, local):
@@ -565,3 +384,84 @@ def test_a_namespace_moved_between_tenants_follows(cluster, daemonset, local):
             lambda world=world: "shared-tools" not in world.get("/pods", "globex").text,
             timeout=5,
         )
+
+
+# --- 5. a real Prometheus scraping through the DaemonSet's Envoy -------------------------
+
+METRIC = "container_cpu_usage_seconds_total"
+
+
+def teams_of(cluster, token, tenant):
+    """count by (team) of METRIC in the kubelet's own answer, for `tenant`'s namespaces
+    (the team each namespace has in the apiserver)."""
+    labels = namespace_labels(cluster)
+    counts = {}
+    for line in cluster.kubelet("/metrics/cadvisor", token).text.splitlines():
+        ns = stack.line_namespace(line)
+        if line.startswith(METRIC + "{") and ns and labels[ns].get("tenant") == tenant:
+            counts[labels[ns]["team"]] = counts.get(labels[ns]["team"], 0) + 1
+    return counts
+
+
+def test_prometheus_scrapes_through_envoy_with_a_projected_token(cluster, daemonset, real):
+    """Debian's Prometheus, its credentials_file a real projected token of acme-web
+    (audience kubelet-scope), scraping the DaemonSet Envoy's tenant listener over TLS:
+    up == 1, count by (team) as the apiserver's labels and the kubelet's own series
+    say, and nothing of another tenant stored."""
+    if not stack.PROMETHEUS.exists():
+        pytest.skip(f"{stack.PROMETHEUS} is missing (make test unpacks it)")
+    workdir = stack.clean_dir(WORK / "prometheus")
+    (workdir / "token").write_text(tenant_token(cluster, "acme-web", "prometheus"))
+    port = stack.free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "kubelet-cadvisor-acme",
+                "scheme": "https",
+                "metrics_path": "/metrics/cadvisor",
+                "honor_timestamps": False,
+                "authorization": {"type": "Bearer", "credentials_file": str(workdir / "token")},
+                "tls_config": {"ca_file": str(daemonset.s.kubelet_cert)},
+                "static_configs": [{"targets": [f"127.0.0.1:{daemonset.s.ports['tenant']}"]}],
+            }
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(json.dumps(config))
+    prometheus = stack.Process(
+        "prometheus",
+        [
+            stack.PROMETHEUS,
+            "--config.file",
+            workdir / "prometheus.yml",
+            "--storage.tsdb.path",
+            workdir / "data",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        workdir,
+    )
+
+    def query(q):
+        prometheus.check()
+        r = stack.request(port, "/api/v1/query?query=" + urllib.parse.quote(q), timeout=5)
+        return json.loads(r.body)["data"]["result"] if r.status == 200 else None
+
+    try:
+        up = stack.wait_for("a successful scrape", lambda: query("up == 1"), timeout=60)
+        assert up[0]["metric"]["job"] == "kubelet-cadvisor-acme"
+        targets = json.loads(stack.request(port, "/api/v1/targets").body)["data"]["activeTargets"]
+        assert targets[0]["health"] == "up" and targets[0]["lastError"] == "", targets
+
+        def teams_match():
+            result = query(f"count by (team) ({METRIC}{{namespace!=''}})")
+            got = {r["metric"].get("team", ""): int(r["value"][1]) for r in result or []}
+            return got if got == teams_of(cluster, real["kubelet"], "acme") else None
+
+        got = stack.wait_for("count by (team) as the kubelet's", teams_match, timeout=20)
+        assert set(got) == {"frontend", "backend"}, got
+        stored = query("count by (namespace) ({__name__=~'.+', namespace!=''})")
+        assert {r["metric"]["namespace"] for r in stored} <= tenant_namespaces(cluster, "acme")
+    finally:
+        prometheus.stop()
+        print(prometheus.tail(5))
