@@ -77,14 +77,16 @@ class World:
             self.tokens[tenant] = tenant_token(self.cluster, SCRAPERS[tenant])
         return "Bearer " + self.tokens[tenant]
 
-    def get(self, path, tenant=None, headers=None, token=None, method="GET"):
+    def get(self, path, tenant=None, headers=None, token=None, method="GET", timeout=30.0):
         h = dict(headers or {})
         if token:
             h["authorization"] = "Bearer " + token
         elif tenant:
             h["authorization"] = self.auth(tenant)
         tls = self.s.kubelet_cert if self.name == "daemonset" else None
-        return stack.request(self.s.ports["tenant"], path, h, tls_ca=tls, method=method)
+        return stack.request(
+            self.s.ports["tenant"], path, h, tls_ca=tls, method=method, timeout=timeout
+        )
 
     def snapshot(self, control_plane_token):
         r = stack.request(

@@ -62,6 +62,11 @@ class RecordingHop:
                     data = r.read()
                     out = [(k, v) for k, v in r.getheaders() if k.lower() not in HOP_BY_HOP]
                     status = r.status
+                except (OSError, http.client.HTTPException):
+                    # the kubelet is away (restarted): Envoy sees the connection close
+                    # without an answer, as it would see the kubelet's refusal
+                    self.close_connection = True
+                    return
                 finally:
                     conn.close()
                 with hop.lock:
