@@ -139,6 +139,16 @@ def test_containerd_restart(cluster, daemonset, real):
         time.sleep(1)
         cluster.restart("containerd")
         stack.wait_for("acme's pods", acme_listed(cluster, daemonset), 60, 0.5)
+        # the kubelet's CRI connection back too (its image-filesystem stats)
+        stack.wait_for(
+            "the kubelet's /stats/summary after the containerd restart",
+            lambda: cluster.kubelet("/stats/summary", real["kubelet"], timeout=10).status == 200,
+            60,
+            0.5,
+        )
+    r = daemonset.get("/stats/summary", "acme")
+    assert r.status == 200, r
+    only_acme(cluster, "/stats/summary", r)
     for _, r in poller.results:
         if not isinstance(r, Exception):
             only_acme(cluster, "/metrics/cadvisor", r)
