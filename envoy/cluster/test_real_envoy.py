@@ -238,11 +238,11 @@ def running_pod(cluster, namespace):
     raise AssertionError(f"no running pod in {namespace}")
 
 
-def test_pod_scoped_paths_are_denied_and_never_reach_the_kubelet(cluster, daemonset, real):
+def test_pod_scoped_paths_are_denied_and_never_reach_the_kubelet(cluster, world, real):
     """exec, attach, portForward, run and containerLogs on real running pods, of
-    another tenant and of acme's own (the shipped configuration does not allow
-    pod-scoped paths), never reach the kubelet: neither the hop nor the kubelet's
-    own kubelet_http_requests_total sees any of them. The shipped configuration
+    another tenant and of acme's own (neither shipped configuration allows
+    pod-scoped paths), never reach the kubelet: neither the hop (daemonset) nor the
+    kubelet's own kubelet_http_requests_total sees any of them. Both configurations
     answers a real SPDY upgrade request (as kubectl exec sends) 403 with no body:
     Envoy's own refusal of an upgrade it is not configured for, before any filter;
     the same paths without the upgrade get the filter's denial, 404 (its default,
@@ -268,15 +268,15 @@ def test_pod_scoped_paths_are_denied_and_never_reach_the_kubelet(cluster, daemon
             ("GET", f"/containerLogs/{ns}/{pod}/{container}", {}),
         ]
     before = kubelet_counters(cluster, real["kubelet"])
-    seen = len(daemonset.hop.requests())
+    seen = len(world.hop.requests()) if world.hop else 0
     for method, path, headers in requests:
-        r = daemonset.get(path, "acme", headers, method=method)
+        r = world.get(path, "acme", headers, method=method)
         if "upgrade" in headers:
             assert (r.status, r.body) == (403, b""), (method, path, r)
             continue
         assert (r.status, r.body) == (404, b"404 page not found\n"), (method, path, r)
         assert r.header("x-kubelet-scope-denied"), (path, r.headers)
-    reached = [e.path for e in daemonset.hop.requests()[seen:]]
+    reached = [e.path for e in world.hop.requests()[seen:]] if world.hop else []
     assert not [p for p in reached if p.split("/")[1] in DENIED_PATH_SEGMENTS], reached
     after = kubelet_counters(cluster, real["kubelet"])
     for seg in DENIED_PATH_SEGMENTS:
