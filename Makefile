@@ -291,9 +291,12 @@ cluster-up: cluster-build
 cluster-down:
 	hack/cluster.sh stop $(CLUSTER_DIR)
 
-cluster-test: venv cluster-build
+# Its Envoy tests (envoy/cluster/test_real_*.py) need the release .wasm, the debug CLI
+# (`kubelet-scope serve` and `rewrite`) and Prometheus, as `e2e` does.
+cluster-test: venv cluster-build wasm $(PROMTOOL)
 	$(VENV)/bin/ruff check hack/ envoy/cluster/
 	$(VENV)/bin/ruff format --check hack/ envoy/cluster/
+	cargo build -p kubelet-scope
 	mkdir -p $(CLUSTER_DIR)
 	hack/cluster.sh host-state $(CLUSTER_DIR) >$(CLUSTER_DIR).host-before
 	trap 'hack/cluster.sh stop $(CLUSTER_DIR)' INT TERM; \

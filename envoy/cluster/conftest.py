@@ -2,8 +2,12 @@
 `hack/cluster.sh start DIR` brought up, found through CLUSTER_DIR (`make cluster-test`
 sets it and runs pytest in the cluster's network namespace).
 
-The harness is envoy/e2e/stack.py's (`stack.Cluster`), as for every test of envoy/."""
+The harness is envoy/e2e/stack.py's (`stack.Cluster`), as for every test of envoy/.
+`captures` (session, automatic) writes every endpoint of the real kubelet into
+stack.OWN_CAPTURES (target/cluster/captures), the project's own bodies that the
+fixture tests read (testdata/README.md)."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +17,29 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 import stack  # noqa: E402
+
+# Where the real-cluster tests' stacks keep their files (test_daemonset's helpers,
+# imported by them, read it from `conftest`).
+WORK = Path(os.environ.get("KUBELET_SCOPE_CLUSTER_E2E_DIR", stack.REPO / "target" / "cluster-e2e"))
+# After WORK: test_daemonset reads it from here.
+import test_daemonset as shipped  # noqa: E402
+from real_world import (  # noqa: E402
+    SCRAPERS,
+    SHIPPED_ISSUER,
+    World,
+    wait_serving,
+)
+from recording_hop import RecordingHop  # noqa: E402
+
+# The kubelet paths and the captures' names (testdata/README.md's prefixes).
+CAPTURES = {
+    "/metrics": "kubelet-metrics-k8s1.20-cluster.txt",
+    "/metrics/cadvisor": "cadvisor-k8s1.20-cluster.txt",
+    "/metrics/resource": "resource-k8s1.20-cluster.txt",
+    "/metrics/probes": "probes-k8s1.20-cluster.txt",
+    "/stats/summary": "stats-summary-k8s1.20-cluster.json",
+    "/pods": "pods-k8s1.20-cluster.json",
+}
 
 # hack/cluster/workload.yaml's namespaces, by tenant (None: no tenant label).
 WORKLOAD_NAMESPACES = {
@@ -69,3 +96,130 @@ def tokens(cluster):
         "reader": cluster.service_account_token(TEST_NAMESPACE, "reader"),
         "nobody": cluster.service_account_token(TEST_NAMESPACE, "nobody"),
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def captures(request):
+    """Every endpoint of the real kubelet, captured once per run into
+    stack.OWN_CAPTURES (skipped where no cluster runs)."""
+    if not os.environ.get("CLUSTER_DIR"):
+        return None
+    c = request.getfixturevalue("cluster")
+    token = request.getfixturevalue("tokens")["reader"]
+    stack.OWN_CAPTURES.mkdir(parents=True, exist_ok=True)
+
+    def listed():
+        r = c.kubelet("/pods", token, timeout=10)
+        return r.status == 200 and set(stack.json_namespaces("/pods", r.body)) >= set(
+            WORKLOAD_NAMESPACES
+        )
+
+    stack.wait_for("the kubelet to list the workload", listed, timeout=60, interval=0.5)
+    written = {}
+    for path, name in CAPTURES.items():
+        r = c.kubelet(path, token)
+        assert r.status == 200 and r.body, (path, r)
+        tmp = stack.OWN_CAPTURES / f".{name}.tmp"
+        tmp.write_bytes(r.body)
+        tmp.replace(stack.OWN_CAPTURES / name)
+        written[path] = stack.OWN_CAPTURES / name
+    return written
+
+
+# --- the real-cluster Envoy tests' worlds (real_world.py) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def real(cluster):
+    """The manifest's ClusterRole and binding applied, and the real tokens: the
+    kubelet's (kubelet-proxy, the apiserver's audience), the control plane's
+    (kubelet-proxy, the DaemonSet's second audience), one of an unbound account of
+    the same namespace; the apiserver's JWKS and issuer."""
+    cluster.ensure("/api/v1/namespaces", {"metadata": {"name": "kubelet-scope"}})
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    role = shipped.manifest("ClusterRole", "kubelet-proxy")
+    binding = shipped.manifest("ClusterRoleBinding", "kubelet-proxy")
+    cluster.ensure(f"{rbac}/clusterroles", role)
+    cluster.ensure(f"{rbac}/clusterrolebindings", binding)
+    assert cluster.get(f"{rbac}/clusterroles/kubelet-proxy")["rules"] == role["rules"]
+    subjects = cluster.get(f"{rbac}/clusterrolebindings/kubelet-proxy")["subjects"]
+    assert subjects == [
+        {"kind": "ServiceAccount", "name": "kubelet-proxy", "namespace": "kubelet-scope"}
+    ]
+    issuer = cluster.get("/.well-known/openid-configuration")["issuer"]
+    jwks = cluster.get("/openid/v1/jwks")
+    assert jwks["keys"] and all(k["kty"] == "RSA" for k in jwks["keys"]), jwks
+    return {
+        "kubelet": cluster.service_account_token("kubelet-scope", "kubelet-proxy"),
+        "control_plane": cluster.service_account_token(
+            "kubelet-scope", "kubelet-proxy", [shipped.CONTROL_PLANE_AUDIENCE]
+        ),
+        "unbound": cluster.service_account_token("kubelet-scope", "prometheus"),
+        "issuer": issuer,
+        "jwks": jwks,
+    }
+
+
+@pytest.fixture(scope="session")
+def daemonset(cluster, real):
+    workdir = stack.clean_dir(WORK / "daemonset")
+    ca, cert, key = stack.issue_certificate(
+        workdir, "control-plane", f"DNS:{shipped.SERVICE},IP:127.0.0.1"
+    )
+    hop = RecordingHop(
+        cluster.env["KUBELET_CERT"],
+        cluster.env["KUBELET_KEY"],
+        cluster.ca,
+        cluster.node_ip,
+        cluster.kubelet_port,
+    )
+
+    def render(s):
+        s.ports["kubelet"] = hop.port
+        text = shipped.local_daemonset_config(s, real["control_plane"], ca)
+        (s.dir / "kubelet-proxy-token" / "token").write_text(real["kubelet"])
+        (s.dir / "jwks.json").write_text(json.dumps(real["jwks"]))
+        upstream_ca = f"trusted_ca: {{ filename: {s.kubelet_cert} }}"
+        assert text.count(upstream_ca) == 1, "the kubelet cluster's CA is no longer mapped"
+        text = text.replace(upstream_ca, f"trusted_ca: {{ filename: {cluster.ca} }}")
+        return shipped.map_text(text, {f"issuer: {SHIPPED_ISSUER}": f"issuer: {real['issuer']}"})
+
+    with hop:
+        s = stack.Stack(
+            workdir,
+            kubeconfig=cluster.env["ADMIN_KUBECONFIG"],
+            control_plane_args=shipped.control_plane_args(cert, key),
+            control_plane_ca=ca,
+            render=render,
+            standin=False,
+        )
+        with s:
+            world = World("daemonset", s, cluster, hop)
+            for tenant in SCRAPERS:
+                wait_serving(world, tenant)
+            yield world
+
+
+@pytest.fixture(scope="session")
+def local(cluster, real):
+    workdir = stack.clean_dir(WORK / "local")
+
+    def render(s):
+        (s.dir / "node-token").write_text(real["kubelet"])
+        values = s.envoy_values()
+        values.update(KUBELET_PORT=cluster.kubelet_port, KUBELET_CA_FILE=cluster.ca)
+        return stack.render_envoy_config(values)
+
+    s = stack.Stack(
+        workdir, kubeconfig=cluster.env["ADMIN_KUBECONFIG"], render=render, standin=False
+    )
+    with s:
+        world = World("local", s, cluster)
+        for tenant in SCRAPERS:
+            wait_serving(world, tenant)
+        yield world
+
+
+@pytest.fixture(scope="module", params=["daemonset", "local"])
+def world(request):
+    return request.getfixturevalue(request.param)

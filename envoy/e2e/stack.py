@@ -283,6 +283,8 @@ class Stack:
     a function of the prepared stack returning the whole Envoy configuration instead.
     control_plane_args: more `kubelet-scope serve` arguments; control_plane_ca: the CA
     of the certificate they make it serve HTTPS with (its readiness is checked so).
+    standin=False starts no kubelet stand-in: `render` points Envoy at a real kubelet
+    (the real-cluster tests, envoy/cluster/).
     """
 
     def __init__(
@@ -300,6 +302,7 @@ class Stack:
         render=None,
         control_plane_args=(),
         control_plane_ca=None,
+        standin=True,
     ):
         self.dir = Path(workdir)
         self.tenant_config = tenant_config or example_config("tenant")
@@ -314,6 +317,7 @@ class Stack:
         self.render = render
         self.control_plane_args = list(control_plane_args)
         self.control_plane_ca = control_plane_ca
+        self.with_standin = standin
         self.processes = {}
         self.ports = {}
 
@@ -354,7 +358,8 @@ class Stack:
         self.prepare()
         if self.with_control_plane:
             self.start_control_plane()
-        self.start_standin()
+        if self.with_standin:
+            self.start_standin()
         self.start_envoy()
 
     def write_credentials(self):
