@@ -419,7 +419,10 @@ async fn relists_after_etcd_compaction_without_losing_events() {
 
 /// The deploy/ manifest, as typed-agnostic objects.
 fn deploy_objects() -> Vec<DynamicObject> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/base/control-plane.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/base/control-plane.yaml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     serde_norway::Deserializer::from_str(&text)
         .map(|doc| DynamicObject::deserialize(doc).unwrap())
