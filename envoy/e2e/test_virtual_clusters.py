@@ -16,6 +16,7 @@ Every test's name carries `virtual` or `vcluster` (other checks select them so).
 
 import base64
 import json
+import os
 import subprocess
 import time
 
@@ -256,3 +257,25 @@ def test_virtual_listener_latency_cached_and_without_the_control_plane(
     r = get(s, fresh)
     assert r.status == 503, r
     assert b"prober_probe_total" not in r.body
+
+
+def test_the_virtual_cluster_example_is_valid_and_accepted(daemonset_apiserver, virtual_clusters):
+    """deploy/examples/virtual-cluster.yaml (its Role, RoleBinding and ConfigMap):
+    the Kubernetes schema, strictly, and a server-side dry run on the host, where
+    its namespace vcluster-k8s1 exists (the file's list itself is parsed by the
+    control plane's unit tests)."""
+    example = stack.REPO / "deploy" / "examples" / "virtual-cluster.yaml"
+    r = subprocess.run(
+        [stack.VENV / "bin" / "kubernetes-validate", "--strict", "--quiet", example],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = {"KUBECONFIG": str(daemonset_apiserver.kubeconfig()), "PATH": os.environ["PATH"]}
+    r = subprocess.run(
+        ["kubectl", "apply", "--server-side", "--dry-run=server", "-f", example],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

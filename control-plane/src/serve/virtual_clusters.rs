@@ -340,6 +340,35 @@ mod tests {
         }
     }
 
+    /// The `virtual-clusters.yaml` of the ConfigMap `kubelet-scope-virtual-clusters`
+    /// in a manifest of deploy/.
+    fn shipped(manifest: &str) -> String {
+        let path = format!("{}/../deploy/{manifest}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&text)
+            .map(|doc| serde_norway::Value::deserialize(doc).unwrap())
+            .collect();
+        docs.iter()
+            .find(|doc| doc["metadata"]["name"] == "kubelet-scope-virtual-clusters")
+            .and_then(|doc| {
+                doc["data"]["virtual-clusters.yaml"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no virtual clusters in {path}"))
+    }
+
+    #[test]
+    fn the_shipped_lists_are_valid() {
+        assert_eq!(parse(&shipped("base/control-plane.yaml")).unwrap(), []);
+        let example = parse(&shipped("examples/virtual-cluster.yaml")).unwrap();
+        assert_eq!(example[0].name, "k8s1");
+        assert_eq!(
+            example[0].server.as_ref().unwrap().to_string(),
+            "https://k8s1.vcluster-k8s1.svc/"
+        );
+    }
+
     #[test]
     fn loopback_servers_are_recognised() {
         for (url, loopback) in [
