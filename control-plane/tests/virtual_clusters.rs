@@ -463,3 +463,93 @@ async fn vcluster_sharing_the_hosts_issuer_is_told_apart_by_its_apiserver() {
         "the host was asked about k8s1's token first: {m}"
     );
 }
+
+/// The Deployment's own ServiceAccount and RBAC (deploy/base/control-plane.yaml)
+/// plus the example's Role (deploy/examples/virtual-cluster.yaml): enough to read
+/// k8s1's kubeconfig Secret and review both clusters' tokens, and no other Secret.
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: make control-plane-it"]
+async fn vcluster_kubeconfig_is_read_with_exactly_the_example_role() {
+    let host = Cluster::start("");
+    let k8s1 = Cluster::start_with_issuer(K8S1_ISSUER);
+    let (host_admin, vc_admin) = (host.admin("main").await, k8s1.admin("main").await);
+    for obj in support::deploy_manifest("base/control-plane.yaml") {
+        support::create_object(&host_admin, &obj).await;
+    }
+    populate(&host_admin, &vc_admin).await;
+    for obj in support::deploy_manifest("examples/virtual-cluster.yaml") {
+        let kind = obj.types.as_ref().unwrap().kind.clone();
+        if kind == "Role" || kind == "RoleBinding" {
+            support::create_object(&host_admin, &obj).await;
+        }
+    }
+    let kubeconfig = inline_kubeconfig(&k8s1);
+    create_secret(
+        &host_admin,
+        "vcluster-k8s1",
+        "vc-k8s1",
+        "config",
+        &kubeconfig,
+    )
+    .await;
+    create_secret(&host_admin, "vcluster-k8s1", "other", "config", &kubeconfig).await;
+    let scoped = host.kubeconfig(
+        host.port("main"),
+        &support::token_request(
+            &host_admin,
+            "kubelet-scope",
+            "kubelet-scope",
+            support::DEFAULT_ISSUER,
+        )
+        .await,
+        "scope.kubeconfig",
+    );
+    // What it may read: that Secret, not the other one beside it.
+    let as_scope = support::client_for(&scoped).await;
+    let secrets = Api::<Secret>::namespaced(as_scope, "vcluster-k8s1");
+    assert!(secrets.get("vc-k8s1").await.is_ok());
+    let err = secrets.get("other").await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+
+    let file = host.dir.path().join("virtual-clusters.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "virtualClusters:\n- {{name: k8s1, hostNamespace: vcluster-k8s1, server: 'https://127.0.0.1:{}'}}\n",
+            k8s1.port("main")
+        ),
+    )
+    .unwrap();
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = EXPORT_ARGS.to_vec();
+    args.extend([
+        "--authz-listen",
+        &listen,
+        "--authz-audience",
+        AUDIENCE,
+        "--virtual-clusters",
+        file.to_str().unwrap(),
+    ]);
+    let serve = Serve::start(&args, Some(&scoped), host.dir.path());
+    let authz = Authz::new(port);
+    serve.wait_ready(Duration::from_secs(30)).await;
+    let agent = support::token_request(&vc_admin, "datadog", "agent", AUDIENCE).await;
+    let logs = || serve.logs();
+    eventually(
+        "k8s1's agent allowed",
+        Duration::from_secs(30),
+        logs,
+        || async { authz.check(Some(&agent)).await.status == StatusCode::OK },
+    )
+    .await;
+    let shop = support::token_request(&host_admin, "shop", "agent", AUDIENCE).await;
+    let a = authz.check(Some(&shop)).await;
+    assert_eq!(
+        (a.status, a.namespace.as_deref()),
+        (StatusCode::OK, Some("shop"))
+    );
+}

@@ -35,6 +35,9 @@ use super::virtual_clusters::{self, VirtualCluster};
 const RETRY: Duration = Duration::from_secs(5);
 /// How often a virtual cluster's kubeconfig is reread (a rotated Secret).
 const RELOAD: Duration = Duration::from_secs(60);
+/// Longest one load or discovery may take: one unreachable virtual cluster must
+/// not hold up the others.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a cluster's tokens make of their holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +244,11 @@ pub async fn maintain(registry: Arc<Registry>, host: Option<Client>) {
             if let Some(vc) = &cluster.source {
                 let due = loaded.as_ref().is_none_or(|(_, at)| at.elapsed() >= RELOAD);
                 if due {
-                    match virtual_clusters::client(vc, host.as_ref()).await {
+                    let loading = virtual_clusters::client(vc, host.as_ref());
+                    let loaded_now = tokio::time::timeout(STEP_TIMEOUT, loading)
+                        .await
+                        .unwrap_or_else(|_| Err("timed out".into()));
+                    match loaded_now {
                         Ok((client, fingerprint)) => {
                             let changed = loaded.as_ref().is_none_or(|(f, _)| *f != fingerprint);
                             if changed {
@@ -258,7 +265,10 @@ pub async fn maintain(registry: Arc<Registry>, host: Option<Client>) {
             }
             if cluster.issuer().is_none() {
                 if let Some(client) = cluster.reviewer.client() {
-                    match discover_issuer(&client).await {
+                    let discovered = tokio::time::timeout(STEP_TIMEOUT, discover_issuer(&client))
+                        .await
+                        .unwrap_or_else(|_| Err("timed out".into()));
+                    match discovered {
                         Ok(issuer) => {
                             tracing::info!(cluster = %cluster.name, %issuer, "issuer discovered");
                             cluster.set_issuer(issuer);

@@ -11,7 +11,7 @@
 //! TokenReviews, and does not decide what a user may do: only who the token is.
 
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::PostParams;
@@ -20,6 +20,10 @@ use kube::{Api, Client};
 use super::metrics::{Metrics, ReviewLabels, ReviewerLabels};
 use super::token_cache::{self, TokenCache, Ttl};
 use super::token_claims;
+
+/// Longest a TokenReview may take: Envoy gives up on the check sooner (its
+/// ext_authz timeout), and a hung apiserver must not pile up requests here.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the apiserver says of a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,10 +140,12 @@ impl Reviewer {
             },
             ..TokenReview::default()
         };
-        let answer = Api::<TokenReview>::all(client)
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| ReviewError(format!("{}: TokenReview failed: {e}", self.name)))?;
+        let api = Api::<TokenReview>::all(client);
+        let answer =
+            tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &review))
+                .await
+                .map_err(|_| ReviewError(format!("{}: TokenReview timed out", self.name)))?
+                .map_err(|e| ReviewError(format!("{}: TokenReview failed: {e}", self.name)))?;
         Ok(verdict(&self.audiences, answer))
     }
 }

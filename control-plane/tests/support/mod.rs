@@ -542,3 +542,30 @@ pub fn unix_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// The objects of a manifest of deploy/ (`base/control-plane.yaml`, …), untyped.
+pub fn deploy_manifest(path: &str) -> Vec<kube::api::DynamicObject> {
+    use serde::Deserialize;
+    let path = format!("{}/../deploy/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| kube::api::DynamicObject::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// Creates `obj` as a user applies it (its kind looked up by discovery).
+pub async fn create_object(client: &kube::Client, obj: &kube::api::DynamicObject) {
+    use kube::discovery::{pinned_kind, Scope};
+    let types = obj.types.as_ref().expect("apiVersion/kind");
+    let gvk = kube::core::GroupVersionKind::try_from(types).unwrap();
+    let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
+    let api: kube::Api<kube::api::DynamicObject> = match caps.scope {
+        Scope::Namespaced => kube::Api::namespaced_with(
+            client.clone(),
+            obj.metadata.namespace.as_deref().expect("namespace"),
+            &resource,
+        ),
+        Scope::Cluster => kube::Api::all_with(client.clone(), &resource),
+    };
+    api.create(&Default::default(), obj).await.unwrap();
+}
