@@ -271,7 +271,7 @@ def test_the_virtual_cluster_example_is_valid_and_accepted(daemonset_apiserver, 
         text=True,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    env = {"KUBECONFIG": str(daemonset_apiserver.kubeconfig()), "PATH": os.environ["PATH"]}
+    env = {**os.environ, "KUBECONFIG": str(daemonset_apiserver.kubeconfig())}
     r = subprocess.run(
         ["kubectl", "apply", "--server-side", "--dry-run=server", "-f", example],
         capture_output=True,
