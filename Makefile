@@ -108,7 +108,7 @@ kube-apiserver:
 	control-plane/hack/kube-apiserver.sh build
 
 control-plane-it: setup-rust kube-apiserver
-	cargo test -p kubelet-scope --test apiserver -- --ignored --test-threads 2
+	cargo test -p kubelet-scope --test apiserver --test virtual_clusters -- --ignored --test-threads 2
 
 # Not a test: N concurrent long-poll clients (FANOUT_CLIENTS, default 100,1000,5000)
 # against one `serve`; prints latency from a label change to each client's 200,

@@ -16,6 +16,11 @@
 #   kube-apiserver.sh start-apiserver DIR NAME [PORT]   another apiserver on the same etcd
 #   kube-apiserver.sh stop DIR [NAME]             stop one process (by PID), or all
 #
+# Each DIR is a cluster of its own: its etcd, its CA, and its service-account signing
+# key (sa.key). KUBE_APISERVER_ISSUER (default https://kubernetes.default.svc) is the
+# `iss` of its tokens and its API audience: a second DIR with another issuer plays a
+# virtual cluster's apiserver.
+#
 # Everything listens on 127.0.0.1 only, on free ports picked at start. DIR holds the
 # certificates (clients trust ca.crt), the token file (tokens `admin-token` for system:masters and
 # `scope-token` for the user `kubelet-scope`, who has no permissions until bound),
@@ -234,8 +239,8 @@ start_apiserver() {
         --tls-cert-file "$dir/serving.crt" --tls-private-key-file "$dir/serving.key" \
         --token-auth-file "$dir/tokens.csv" --authorization-mode "${KUBE_AUTHORIZATION_MODE:-RBAC}" \
         --service-account-key-file "$dir/sa.pub" --service-account-signing-key-file "$dir/sa.key" \
-        --service-account-issuer https://kubernetes.default.svc \
-        --api-audiences https://kubernetes.default.svc \
+        --service-account-issuer "${KUBE_APISERVER_ISSUER:-https://kubernetes.default.svc}" \
+        --api-audiences "${KUBE_APISERVER_ISSUER:-https://kubernetes.default.svc}" \
         ${disable:+--disable-admission-plugins "$disable"} \
         --service-cluster-ip-range 10.96.0.0/16 \
         ${KUBE_APISERVER_EXTRA_ARGS:-} \
@@ -295,7 +300,7 @@ stop)
     fi
     ;;
 *)
-    sed -n '2,20p' "$0" >&2
+    sed -n '2,25p' "$0" >&2
     exit 2
     ;;
 esac

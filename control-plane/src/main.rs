@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Watch Namespaces (or read --namespaces-file) and serve versioned snapshots
     /// on /v1/snapshot for the filter to long-poll.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Rewrite a captured kubelet response body (stdin → stdout) exactly as the
     /// filter would for a request to --path.
     Rewrite(tools::RewriteArgs),

@@ -542,9 +542,11 @@ class Apiserver:
     """The real kube-apiserver + etcd of the control plane's integration tests
     (control-plane/hack/kube-apiserver.sh), for a stack's `kubeconfig`."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, issuer=None):
+        """`issuer`: its tokens' `iss` (another cluster's, a virtual cluster's)."""
         self.dir = directory
-        subprocess.run([APISERVER_SCRIPT, "start", directory], check=True)
+        env = {**os.environ, "KUBE_APISERVER_ISSUER": issuer} if issuer else None
+        subprocess.run([APISERVER_SCRIPT, "start", directory], check=True, env=env)
         self.port = int((directory / "main.port").read_text())
 
     def kubeconfig(self):

@@ -1,6 +1,7 @@
 """Attack regression suite: raw requests that no client library normalises, through
 every listener of both shipped configurations (envoy/local.yaml; the DaemonSet's
-envoy.yaml of deploy/base/kubelet-proxy.yaml, run as in test_daemonset.py), over HTTP/1.1
+envoy.yaml of deploy/base/kubelet-proxy.yaml, run as in test_daemonset.py, its ext_authz
+listener with a real token), over HTTP/1.1
 (a socket, TLS where the listener has it) and HTTP/2 (curl with prior knowledge and
 --path-as-is, on the plain listeners). Whatever Envoy or the filter answers, a request
 for a path that is not a read endpoint never reaches the kubelet, and a tenant never
@@ -70,7 +71,15 @@ class Listener:
         return f"Authorization: Bearer {self.token}\r\n" if self.token else ""
 
 
-@pytest.fixture(params=["local-tenant", "local-inject", "daemonset-tenant", "daemonset-platform"])
+@pytest.fixture(
+    params=[
+        "local-tenant",
+        "local-inject",
+        "daemonset-tenant",
+        "daemonset-platform",
+        "daemonset-virtual",
+    ]
+)
 def listener(request, live):
     if request.param == "local-tenant":
         return Listener(live, "tenant", stack.jwt("acme"), None)
@@ -79,6 +88,12 @@ def listener(request, live):
     ds = request.getfixturevalue("daemonset")
     if request.param == "daemonset-tenant":
         return Listener(ds, "tenant", service_account_token("acme-mon"), ds.kubelet_cert)
+    if request.param == "daemonset-virtual":
+        # ext_authz reviews it with the real apiserver: a real token.
+        api = request.getfixturevalue("daemonset_apiserver")
+        api.service_account("acme-mon", "prometheus")
+        token = api.token("acme-mon", "prometheus", "kubelet-scope")
+        return Listener(ds, "virtual", token, ds.kubelet_cert)
     return Listener(ds, "inject", service_account_token("monitoring"), ds.kubelet_cert)
 
 

@@ -12,6 +12,7 @@ the stack's test key (the real-cluster tests, envoy/cluster/, use real ones).
 """
 
 import re
+from pathlib import Path
 
 import yaml
 
@@ -45,10 +46,13 @@ def manifest(kind, name=None, path=MANIFEST):
     raise KeyError(f"{kind} {name} not in {path}")
 
 
-def local_daemonset_config(s, control_plane_token="unused", control_plane_ca=None):
+def local_daemonset_config(s, control_plane_token="unused", control_plane_ca=None, authz_port=None):
     """The DaemonSet's envoy.yaml with its mounts and addresses mapped to stack `s`;
     `control_plane_token` is what its projected volume holds for the control plane,
-    `control_plane_ca` the CA its ConfigMap holds."""
+    `control_plane_ca` the CA its ConfigMap holds, `authz_port` where the control
+    plane answers ext_authz (`s.ports["virtual"]` is the :10445 listener's)."""
+    s.ports.setdefault("virtual", stack.free_port())
+    s.ports.setdefault("authz", authz_port or stack.free_port())
     data = manifest("ConfigMap", "kubelet-proxy-envoy")["data"]
     token_dir = s.dir / "kubelet-proxy-token"
     token_dir.mkdir(exist_ok=True)
@@ -74,24 +78,37 @@ def local_daemonset_config(s, control_plane_token="unused", control_plane_ca=Non
         # The node's addresses.
         "address: 0.0.0.0, port_value: 10443": f"address: 127.0.0.1, port_value: {s.ports['tenant']}",
         "address: 0.0.0.0, port_value: 10444": f"address: 127.0.0.1, port_value: {s.ports['inject']}",
+        "address: 0.0.0.0, port_value: 10445": f"address: 127.0.0.1, port_value: {s.ports['virtual']}",
         "port_value: 9901": f"port_value: {s.ports['admin']}",
         "port_value: 10250": f"port_value: {s.ports['kubelet']}",
         "address: kubelet-scope.kubelet-scope.svc.cluster.local, port_value: 443": f"address: 127.0.0.1, port_value: {s.ports['control_plane']}",
+        "address: kubelet-scope.kubelet-scope.svc.cluster.local, port_value: 8444": f"address: 127.0.0.1, port_value: {s.ports['authz']}",
     }
     return map_text(data["envoy.yaml"], replacements)
 
 
-def control_plane_args(cert, key):
-    """The shipped Deployment's `serve` arguments, its Secret's files mapped to these;
-    the listen address is the stack's."""
+def control_plane_args(cert, key, authz_port=None, virtual_clusters=None):
+    """The shipped Deployment's `serve` arguments, its Secret's files mapped to these
+    and its virtual clusters to the file `virtual_clusters` (default: the shipped
+    ConfigMap's); the listen address is the stack's, ext_authz on `authz_port`."""
     container = manifest("Deployment", path=CONTROL_PLANE_MANIFEST)["spec"]["template"]["spec"]
     args = container["containers"][0]["args"]
     assert args[0] == "serve", args
-    files = {"/etc/kubelet-scope/tls/tls.crt": cert, "/etc/kubelet-scope/tls/tls.key": key}
+    if virtual_clusters is None:
+        virtual_clusters = Path(cert).parent / "virtual-clusters.yaml"
+        data = manifest("ConfigMap", "kubelet-scope-virtual-clusters", CONTROL_PLANE_MANIFEST)
+        virtual_clusters.write_text(data["data"]["virtual-clusters.yaml"])
+    files = {
+        "/etc/kubelet-scope/tls/tls.crt": cert,
+        "/etc/kubelet-scope/tls/tls.key": key,
+        "/etc/kubelet-scope/virtual-clusters/virtual-clusters.yaml": virtual_clusters,
+    }
     mapped = []
     for arg in args[1:]:
         if arg.startswith("--listen="):
             continue
+        if arg.startswith("--authz-listen="):
+            arg = f"--authz-listen=127.0.0.1:{authz_port or stack.free_port()}"
         for old, new in files.items():
             arg = arg.replace(old, str(new))
         mapped.append(arg)
@@ -120,19 +137,32 @@ def daemonset_token(api):
     return api.token("kubelet-scope", "kubelet-proxy", CONTROL_PLANE_AUDIENCE)
 
 
-def daemonset_stack(api, workdir, token, server_name=SERVICE, trusted_ca=None):
+def daemonset_stack(
+    api,
+    workdir,
+    token,
+    server_name=SERVICE,
+    trusted_ca=None,
+    virtual_clusters=None,
+    more_control_plane_args=(),
+    standin_args=(),
+):
     """The DaemonSet's Envoy and the shipped control plane (serving a certificate for
     `server_name`), the DaemonSet presenting `token`; trusted_ca: the CA the Envoy
-    is given, when it is not the control plane's."""
+    is given, when it is not the control plane's; virtual_clusters: the control
+    plane's file of them instead of the shipped ConfigMap's."""
     ca, cert, key = stack.issue_certificate(
         workdir, "control-plane", f"DNS:{server_name},IP:127.0.0.1"
     )
+    authz_port = stack.free_port()
+    args = control_plane_args(cert, key, authz_port, virtual_clusters)
     return stack.Stack(
         workdir,
         kubeconfig=api.kubeconfig(),
-        control_plane_args=control_plane_args(cert, key),
+        control_plane_args=[*args, *more_control_plane_args],
         control_plane_ca=ca,
-        render=lambda s: local_daemonset_config(s, token, trusted_ca or ca),
+        standin_args=standin_args,
+        render=lambda s: local_daemonset_config(s, token, trusted_ca or ca, authz_port),
     )
 
 

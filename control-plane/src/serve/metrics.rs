@@ -24,6 +24,28 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// One [`Reviewer`](super::token_review::Reviewer): `snapshot`, `host` or a
+/// virtual cluster's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewerLabels {
+    pub reviewer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub reviewer: String,
+    /// `authenticated`, `unauthenticated` or `error`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    /// The cluster that answered for the token (`host`, a virtual cluster), or
+    /// empty when none was asked (no token, unknown issuer, expired).
+    pub cluster: String,
+    pub code: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     namespaces: Gauge,
@@ -35,6 +57,12 @@ pub struct Metrics {
     pub source_errors: Counter,
     pub long_polls_waiting: Gauge,
     pub requests: Family<RequestLabels, Counter>,
+    /// TokenReviews sent (cache misses), by reviewer and answer.
+    pub reviews: Family<ReviewLabels, Counter>,
+    pub review_cache_hits: Family<ReviewerLabels, Counter>,
+    pub review_cache_entries: Family<ReviewerLabels, Gauge>,
+    /// Answers of the ext_authz endpoint.
+    pub authz_decisions: Family<AuthzLabels, Counter>,
 }
 
 /// Registers each metric (a clone: they share their value) under its name and help,
@@ -56,6 +84,10 @@ impl Default for Metrics {
             source_errors: Counter::default(),
             long_polls_waiting: Gauge::default(),
             requests: Family::default(),
+            reviews: Family::default(),
+            review_cache_hits: Family::default(),
+            review_cache_entries: Family::default(),
+            authz_decisions: Family::default(),
         };
         register! { m.registry;
             "snapshot_namespaces" => m.namespaces,
@@ -72,6 +104,14 @@ impl Default for Metrics {
                 "Snapshot long-poll requests currently waiting for a change";
             "http_requests" => m.requests,
                 "HTTP requests by route and status code";
+            "token_reviews" => m.reviews,
+                "TokenReviews sent to an apiserver (cache misses), by reviewer and result";
+            "token_review_cache_hits" => m.review_cache_hits,
+                "Token verdicts answered from the cache, by reviewer";
+            "token_review_cache_entries" => m.review_cache_entries,
+                "Token verdicts held in the cache, by reviewer";
+            "authz_decisions" => m.authz_decisions,
+                "ext_authz answers by the cluster that reviewed the token and status code";
         }
         m
     }

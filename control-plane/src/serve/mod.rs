@@ -1,10 +1,13 @@
 //! `kubelet-scope serve`: keeps the namespace map (from the apiserver, or from a
-//! file for local use) and serves versioned snapshots to every node's Envoy.
+//! file for local use) and serves versioned snapshots to every node's Envoy; with
+//! `--authz-listen`, also answers Envoy's `ext_authz` for tenants' tokens of the
+//! host and of virtual clusters (`authz`, `issuers`).
 //!
 //! This module owns the `serve` arguments, logging, the runtime and the wiring: one
 //! source task (`kube_source` or `file_source`) publishes into the [`store::Store`],
-//! `http` serves from it, SIGTERM stops both. It must not do any of their work
-//! itself: no namespace parsing, no HTTP handling beyond binding the listener.
+//! `http` serves from it, `authz` from the [`issuers::Registry`] (kept current by
+//! `issuers::maintain`), SIGTERM stops them all. It must not do any of their work
+//! itself: no namespace parsing, no HTTP handling beyond binding the listeners.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,12 +24,21 @@ use tracing_subscriber::EnvFilter;
 use crate::EXIT_INVALID;
 
 mod auth;
+mod authz;
 mod file_source;
 mod http;
+mod issuers;
 mod kube_source;
 mod metrics;
 mod select;
 mod store;
+mod token_cache;
+mod token_claims;
+mod token_review;
+mod virtual_clusters;
+
+/// Verdicts each reviewer of the snapshot's and the ext_authz check keeps at most.
+const SNAPSHOT_CACHE_ENTRIES: usize = 4096;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -63,6 +75,38 @@ pub struct ServeArgs {
     /// How long a TokenReview's answer (positive or negative) is reused.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     auth_cache_seconds: u64,
+    /// Also serve Envoy's ext_authz (HTTP service) on this address: /v1/authz/…
+    /// answers whose a tenant's bearer token is, as its issuer's apiserver says
+    /// (HTTPS with --tls-cert-file, as the main listener).
+    #[arg(long, value_name = "ADDR")]
+    authz_listen: Option<SocketAddr>,
+    /// Audiences a tenant's token must carry (repeatable; default: the apiserver's).
+    /// A virtual cluster's `audiences` overrides it.
+    #[arg(
+        long = "authz-audience",
+        value_name = "AUDIENCE",
+        requires = "authz_listen"
+    )]
+    authz_audiences: Vec<String>,
+    /// The host's service-account issuer (the `iss` of its tokens); default: what
+    /// its apiserver's /.well-known/openid-configuration says.
+    #[arg(long, value_name = "URL", requires = "authz_listen")]
+    host_issuer: Option<String>,
+    /// The virtual clusters whose tokens are tenants (YAML: `virtualClusters:` a
+    /// list of {name, hostNamespace, issuer, audiences, kubeconfigSecret |
+    /// kubeconfigFile, server}); read at start.
+    #[arg(long, value_name = "FILE", requires = "authz_listen")]
+    virtual_clusters: Option<PathBuf>,
+    /// How long the ext_authz check reuses a positive TokenReview answer (never
+    /// past the token's exp).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    authz_cache_seconds: u64,
+    /// How long it reuses a negative one.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    authz_negative_cache_seconds: u64,
+    /// Answers the ext_authz check keeps per cluster at most.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    authz_cache_entries: usize,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -129,7 +173,14 @@ fn init_logging(format: LogFormat) {
 async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), String> {
     let store = store::Store::default();
     let metrics = Arc::new(metrics::Metrics::default());
-    let needs_client = args.namespaces_file.is_none() || !args.allow_serviceaccounts.is_empty();
+    // Read before anything starts: a mistake in the file is a usage error.
+    let virtual_clusters = match &args.virtual_clusters {
+        Some(path) => virtual_clusters::read(path)?,
+        None => Vec::new(),
+    };
+    let needs_client = args.namespaces_file.is_none()
+        || !args.allow_serviceaccounts.is_empty()
+        || args.authz_listen.is_some();
     let client = if needs_client {
         // Kubeconfig ($KUBECONFIG, ~/.kube/config) or in-cluster, as kube-rs infers.
         let config = kube::Config::infer()
@@ -168,16 +219,47 @@ async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), 
     let auth = match (&client, args.allow_serviceaccounts.is_empty()) {
         (Some(client), false) => {
             tracing::info!(allowed = ?args.allow_serviceaccounts, "snapshot requires a ServiceAccount token");
-            Some(Arc::new(auth::Authenticator::new(
-                client.clone(),
-                &args.allow_serviceaccounts,
+            let ttl = Duration::from_secs(args.auth_cache_seconds);
+            let reviewer = token_review::Reviewer::new(
+                "snapshot",
+                Some(client.clone()),
                 args.token_audiences.clone(),
-                std::time::Duration::from_secs(args.auth_cache_seconds),
+                token_cache::Ttl {
+                    positive: ttl,
+                    negative: ttl,
+                },
+                SNAPSHOT_CACHE_ENTRIES,
+                metrics.clone(),
+            );
+            Some(Arc::new(auth::Authenticator::new(
+                reviewer,
+                &args.allow_serviceaccounts,
             )))
         }
         _ => None,
     };
     let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            terminated().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        }
+    });
+    let tls = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key).await?),
+        _ => None,
+    };
+    let authz = args.authz_listen.map(|listen| {
+        let registry = Arc::new(registry(args, client.clone(), virtual_clusters, &metrics));
+        let maintained = tokio::spawn(issuers::maintain(registry.clone(), client.clone()));
+        let app = authz::router(authz::AuthzState {
+            registry,
+            metrics: metrics.clone(),
+        });
+        (listen, app, maintained)
+    });
     let app = http::guarded_router(
         http::AppState {
             store,
@@ -186,46 +268,69 @@ async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), 
         },
         auth,
     );
-    let served = match (&args.tls_cert_file, &args.tls_private_key_file) {
-        (Some(cert), Some(key)) => serve_tls(args.listen, cert, key, app, shutdown).await,
-        _ => serve_plain(args.listen, app, shutdown).await,
+    let snapshots = serve_on(args.listen, app, tls.clone(), shutdown.clone(), "snapshots");
+    let served = match authz {
+        Some((listen, app, maintained)) => {
+            let checks = serve_on(listen, app, tls, shutdown.clone(), "ext_authz");
+            let served = tokio::try_join!(snapshots, checks).map(|_| ());
+            maintained.abort();
+            served
+        }
+        None => snapshots.await,
     };
+    // A listener that failed stops the process: nothing half-served.
+    shutdown.cancel();
     source.abort();
     served
 }
 
-async fn serve_plain(
-    listen: SocketAddr,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(%listen, "serving snapshots over HTTP");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            terminated().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        })
-        .await
-        .map_err(|e| format!("HTTP server failed: {e}"))
+/// The clusters whose tokens the ext_authz check accepts: the host (the server's
+/// own client) and the configured virtual clusters, each its own reviewer.
+fn registry(
+    args: &ServeArgs,
+    host: Option<kube::Client>,
+    virtual_clusters: Vec<virtual_clusters::VirtualCluster>,
+    metrics: &Arc<metrics::Metrics>,
+) -> issuers::Registry {
+    let ttl = token_cache::Ttl {
+        positive: Duration::from_secs(args.authz_cache_seconds),
+        negative: Duration::from_secs(args.authz_negative_cache_seconds),
+    };
+    let reviewer = |name: &str, client, audiences| {
+        token_review::Reviewer::new(
+            name,
+            client,
+            audiences,
+            ttl,
+            args.authz_cache_entries,
+            metrics.clone(),
+        )
+    };
+    let mut clusters = vec![issuers::Cluster::host(
+        reviewer("host", host, args.authz_audiences.clone()),
+        args.host_issuer.clone(),
+    )];
+    for vc in virtual_clusters {
+        tracing::info!(cluster = %vc.name, host_namespace = %vc.host_namespace, source = %vc.kubeconfig, "virtual cluster");
+        let audiences = vc
+            .audiences
+            .clone()
+            .unwrap_or_else(|| args.authz_audiences.clone());
+        let r = reviewer(&vc.name, None, audiences);
+        clusters.push(issuers::Cluster::virtual_cluster(vc, r));
+    }
+    issuers::Registry::new(clusters)
 }
 
-async fn serve_tls(
-    listen: SocketAddr,
-    cert: &Path,
-    key: &Path,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+/// The serving certificate, reread every minute (a rotated Secret) for as long
+/// as the process runs.
+async fn tls_config(cert: &Path, key: &Path) -> Result<RustlsConfig, String> {
     // Only ring is compiled in; make it the process' provider, as kube-rs' is.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = RustlsConfig::from_pem_file(cert, key)
         .await
         .map_err(|e| format!("cannot load {} / {}: {e}", cert.display(), key.display()))?;
-    let reload = tokio::spawn({
+    tokio::spawn({
         let (tls, cert, key) = (tls.clone(), cert.to_owned(), key.to_owned());
         async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -238,24 +343,45 @@ async fn serve_tls(
             }
         }
     });
-    let handle = axum_server::Handle::new();
-    tokio::spawn({
-        let handle = handle.clone();
-        async move {
-            terminated().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
-            handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    Ok(tls)
+}
+
+/// Serves `app` on `listen` (HTTPS with `tls`) until `shutdown`.
+async fn serve_on(
+    listen: SocketAddr,
+    app: axum::Router,
+    tls: Option<RustlsConfig>,
+    shutdown: CancellationToken,
+    what: &'static str,
+) -> Result<(), String> {
+    match tls {
+        None => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            tracing::info!(%listen, "serving {what} over HTTP");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(|e| format!("HTTP server failed: {e}"))
         }
-    });
-    tracing::info!(%listen, "serving snapshots over HTTPS");
-    let served = axum_server::bind_rustls(listen, tls)
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
-        .map_err(|e| format!("HTTPS server failed on {listen}: {e}"));
-    reload.abort();
-    served
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            tokio::spawn({
+                let handle = handle.clone();
+                async move {
+                    shutdown.cancelled().await;
+                    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+                }
+            });
+            tracing::info!(%listen, "serving {what} over HTTPS");
+            axum_server::bind_rustls(listen, tls)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .map_err(|e| format!("HTTPS server failed on {listen}: {e}"))
+        }
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (a terminal).

@@ -35,16 +35,26 @@ fn script(args: &[&str], extra_env: &[(&str, &str)]) {
     assert!(status.success(), "kube-apiserver.sh {args:?} failed");
 }
 
+/// The service-account issuer of a [`Cluster`] unless it is given another.
+pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc";
+
 /// etcd plus one or more apiservers sharing it, in a temporary directory; every
-/// process is stopped (by PID) on drop.
+/// process is stopped (by PID) on drop. Each cluster has its own CA and its own
+/// service-account signing key (`sa.key`).
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     extra_args: String,
+    /// The `iss` of its tokens, and its API audience.
+    pub issuer: String,
 }
 
 impl Cluster {
     /// etcd only; add apiservers with [`Cluster::start_apiserver`].
     pub fn etcd(extra_apiserver_args: &str) -> Cluster {
+        Cluster::etcd_with_issuer(extra_apiserver_args, DEFAULT_ISSUER)
+    }
+
+    fn etcd_with_issuer(extra_apiserver_args: &str, issuer: &str) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("kubelet-scope-it-")
             .tempdir()
@@ -52,6 +62,7 @@ impl Cluster {
         let c = Cluster {
             dir,
             extra_args: extra_apiserver_args.to_string(),
+            issuer: issuer.to_string(),
         };
         script(&["start-etcd", c.path()], &[]);
         c
@@ -64,6 +75,14 @@ impl Cluster {
         c
     }
 
+    /// etcd and the apiserver `main`, its tokens issued as `issuer`: another
+    /// cluster (a virtual cluster's apiserver) next to the first.
+    pub fn start_with_issuer(issuer: &str) -> Cluster {
+        let c = Cluster::etcd_with_issuer("", issuer);
+        c.start_apiserver("main", None);
+        c
+    }
+
     pub fn path(&self) -> &str {
         self.dir.path().to_str().unwrap()
     }
@@ -72,7 +91,10 @@ impl Cluster {
         let port = port.map(|p| p.to_string()).unwrap_or_default();
         script(
             &["start-apiserver", self.path(), name, &port],
-            &[("KUBE_APISERVER_EXTRA_ARGS", &self.extra_args)],
+            &[
+                ("KUBE_APISERVER_EXTRA_ARGS", &self.extra_args),
+                ("KUBE_APISERVER_ISSUER", &self.issuer),
+            ],
         );
     }
 
@@ -408,4 +430,142 @@ pub async fn eventually<F, Fut>(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Creates namespace `name` (labelled `labels`); one that exists is fine.
+pub async fn namespace(client: &kube::Client, name: &str, labels: &[(&str, &str)]) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let ns = Namespace {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match kube::Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("namespace {name}: {e}"),
+    }
+}
+
+/// Creates the ServiceAccount `namespace:name` (and its namespace).
+pub async fn service_account(client: &kube::Client, namespace: &str, name: &str) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    self::namespace(client, namespace, &[]).await;
+    let account = ServiceAccount {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube::Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&Default::default(), &account)
+        .await
+        .unwrap();
+}
+
+/// A token of `namespace:account` for `audience` from the TokenRequest API, as a
+/// projected volume holds it (1.20 issues none shorter than 10 minutes).
+pub async fn token_request(
+    client: &kube::Client,
+    namespace: &str,
+    account: &str,
+    audience: &str,
+) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![audience.into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube::Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(account, &Default::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+}
+
+/// `token`'s claims with `changes` merged in, signed again with the cluster's own
+/// service-account key (`sa.key`): what the apiserver would have issued with those
+/// claims (an `exp` shorter than TokenRequest allows, another `iss`, a `jti` that
+/// makes it a distinct token).
+pub fn reissue(cluster: &Cluster, token: &str, changes: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let header = parts.next().unwrap();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts.next().unwrap()).unwrap()).unwrap();
+    for (k, v) in changes.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    let signed = format!("{header}.{}", b64.encode(claims.to_string()));
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(cluster.dir.path().join("sa.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    use std::io::Write;
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signed.as_bytes())
+        .unwrap();
+    let out = openssl.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl dgst -sign failed");
+    format!("{signed}.{}", b64.encode(out.stdout))
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The objects of a manifest of deploy/ (`base/control-plane.yaml`, …), untyped.
+pub fn deploy_manifest(path: &str) -> Vec<kube::api::DynamicObject> {
+    use serde::Deserialize;
+    let path = format!("{}/../deploy/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| kube::api::DynamicObject::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// Creates `obj` as a user applies it (its kind looked up by discovery).
+pub async fn create_object(client: &kube::Client, obj: &kube::api::DynamicObject) {
+    use kube::discovery::{pinned_kind, Scope};
+    let types = obj.types.as_ref().expect("apiVersion/kind");
+    let gvk = kube::core::GroupVersionKind::try_from(types).unwrap();
+    let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
+    let api: kube::Api<kube::api::DynamicObject> = match caps.scope {
+        Scope::Namespaced => kube::Api::namespaced_with(
+            client.clone(),
+            obj.metadata.namespace.as_deref().expect("namespace"),
+            &resource,
+        ),
+        Scope::Cluster => kube::Api::all_with(client.clone(), &resource),
+    };
+    api.create(&Default::default(), obj).await.unwrap();
 }
