@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import time
-import urllib.parse
 
 import pytest
 import test_daemonset as shipped
@@ -414,10 +413,9 @@ def test_prometheus_scrapes_through_envoy_with_a_projected_token(cluster, daemon
         pytest.skip(f"{stack.PROMETHEUS} is missing (make test unpacks it)")
     workdir = stack.clean_dir(WORK / "prometheus")
     (workdir / "token").write_text(tenant_token(cluster, "acme-web", "prometheus"))
-    port = stack.free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
+    prometheus = stack.Prometheus(
+        workdir,
+        [
             {
                 "job_name": "kubelet-cadvisor-acme",
                 "scheme": "https",
@@ -428,31 +426,13 @@ def test_prometheus_scrapes_through_envoy_with_a_projected_token(cluster, daemon
                 "static_configs": [{"targets": [f"127.0.0.1:{daemonset.s.ports['tenant']}"]}],
             }
         ],
-    }
-    (workdir / "prometheus.yml").write_text(json.dumps(config))
-    prometheus = stack.Process(
-        "prometheus",
-        [
-            stack.PROMETHEUS,
-            "--config.file",
-            workdir / "prometheus.yml",
-            "--storage.tsdb.path",
-            workdir / "data",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-        ],
-        workdir,
     )
-
-    def query(q):
-        prometheus.check()
-        r = stack.request(port, "/api/v1/query?query=" + urllib.parse.quote(q), timeout=5)
-        return json.loads(r.body)["data"]["result"] if r.status == 200 else None
+    query = prometheus.query
 
     try:
         up = stack.wait_for("a successful scrape", lambda: query("up == 1"), timeout=60)
         assert up[0]["metric"]["job"] == "kubelet-cadvisor-acme"
-        targets = json.loads(stack.request(port, "/api/v1/targets").body)["data"]["activeTargets"]
+        targets = prometheus.targets()
         assert targets[0]["health"] == "up" and targets[0]["lastError"] == "", targets
 
         def teams_match():
@@ -466,4 +446,3 @@ def test_prometheus_scrapes_through_envoy_with_a_projected_token(cluster, daemon
         assert {r["metric"]["namespace"] for r in stored} <= tenant_namespaces(cluster, "acme")
     finally:
         prometheus.stop()
-        print(prometheus.tail(5))

@@ -32,6 +32,7 @@ import string
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -536,6 +537,37 @@ class Stack:
 
     def logs(self):
         return "\n".join(f"--- {n}\n{p.tail()}" for n, p in self.processes.items())
+
+
+class Prometheus:
+    """Debian's Prometheus scraping `scrape_configs` every second (a real scraper of
+    a tenant's view), its data and log in `workdir`; `query` is the HTTP API's."""
+
+    def __init__(self, workdir, scrape_configs):
+        self.dir = Path(workdir)
+        self.port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": scrape_configs,
+        }
+        (self.dir / "prometheus.yml").write_text(json.dumps(config))
+        argv = [PROMETHEUS, "--config.file", self.dir / "prometheus.yml"]
+        argv += ["--storage.tsdb.path", self.dir / "data"]
+        argv += ["--web.listen-address", f"127.0.0.1:{self.port}"]
+        self.process = Process("prometheus", argv, self.dir)
+
+    def query(self, q):
+        """The instant query's result, or None while Prometheus cannot answer it."""
+        self.process.check()
+        r = request(self.port, "/api/v1/query?query=" + urllib.parse.quote(q), timeout=5)
+        return json.loads(r.body)["data"]["result"] if r.status == 200 else None
+
+    def targets(self):
+        return json.loads(request(self.port, "/api/v1/targets").body)["data"]["activeTargets"]
+
+    def stop(self):
+        self.process.stop()
+        print(self.process.tail(5))
 
 
 class Apiserver:

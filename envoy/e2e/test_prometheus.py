@@ -2,9 +2,7 @@
 tenant, and queries by the label the filter injected."""
 
 import collections
-import json
 import subprocess
-import urllib.parse
 
 import stack
 from conftest import WORK, read_fixture, tenant_namespaces
@@ -31,10 +29,9 @@ def expected_teams(spec, tenant):
 
 def test_prometheus_scrapes_through_envoy_and_queries_by_injected_team(live, spec):
     workdir = stack.clean_dir(WORK / "prometheus")
-    port = stack.free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
+    prometheus = stack.Prometheus(
+        workdir,
+        [
             {
                 "job_name": "kubelet-cadvisor-acme",
                 "metrics_path": "/metrics/cadvisor",
@@ -44,33 +41,13 @@ def test_prometheus_scrapes_through_envoy_and_queries_by_injected_team(live, spe
                 "static_configs": [{"targets": [f"127.0.0.1:{live.ports['tenant']}"]}],
             }
         ],
-    }
-    (workdir / "prometheus.yml").write_text(json.dumps(config))
-    prometheus = stack.Process(
-        "prometheus",
-        [
-            stack.PROMETHEUS,
-            "--config.file",
-            workdir / "prometheus.yml",
-            "--storage.tsdb.path",
-            workdir / "data",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-        ],
-        workdir,
     )
-
-    def query(q):
-        prometheus.check()
-        r = stack.request(port, "/api/v1/query?query=" + urllib.parse.quote(q), timeout=5)
-        if r.status != 200:
-            return None
-        return json.loads(r.body)["data"]["result"]
+    query = prometheus.query
 
     try:
         up = stack.wait_for("a successful scrape", lambda: query("up == 1"), timeout=30)
         assert up[0]["metric"]["job"] == "kubelet-cadvisor-acme"
-        targets = json.loads(stack.request(port, "/api/v1/targets").body)["data"]["activeTargets"]
+        targets = prometheus.targets()
         assert targets[0]["health"] == "up" and targets[0]["lastError"] == "", targets
         result = stack.wait_for(
             "the injected teams", lambda: query(f"count by (team) ({METRIC})"), timeout=10
@@ -84,7 +61,6 @@ def test_prometheus_scrapes_through_envoy_and_queries_by_injected_team(live, spe
         assert namespaces <= tenant_namespaces(spec, "acme"), namespaces
     finally:
         prometheus.stop()
-        print(prometheus.tail(5))
 
 
 def test_promtool_accepts_the_tenant_body(live):
