@@ -297,11 +297,11 @@ cluster-test: venv cluster-build wasm $(PROMTOOL)
 	$(VENV)/bin/ruff check hack/ envoy/cluster/
 	$(VENV)/bin/ruff format --check hack/ envoy/cluster/
 	cargo build -p kubelet-scope
-	mkdir -p $(CLUSTER_DIR)
+	mkdir -p $(CLUSTER_DIR) && rm -rf $(CLUSTER_DIR)/captures
 	hack/cluster.sh host-state $(CLUSTER_DIR) >$(CLUSTER_DIR).host-before
 	trap 'hack/cluster.sh stop $(CLUSTER_DIR)' INT TERM; \
 	hack/cluster.sh start $(CLUSTER_DIR); \
-	rc=0; hack/cluster.sh exec $(CLUSTER_DIR) env CLUSTER_DIR=$(CLUSTER_DIR) \
+	rc=0; hack/cluster.sh exec $(CLUSTER_DIR) env CLUSTER_DIR=$(CLUSTER_DIR) KUBELET_SCOPE_OWN_CAPTURES=$(CLUSTER_DIR)/captures \
 		$(VENV)/bin/pytest -q -p no:cacheprovider envoy/cluster $(PYTEST_ARGS) || rc=$$?; \
 	hack/cluster.sh stop $(CLUSTER_DIR) || rc=1; \
 	hack/cluster.sh host-state $(CLUSTER_DIR) >$(CLUSTER_DIR).host-after; \
@@ -309,3 +309,8 @@ cluster-test: venv cluster-build wasm $(PROMTOOL)
 		echo "cluster-test: host as found (sysctls, netns, mounts, processes, cgroups, paths)"; \
 	else echo "cluster-test: the host is NOT as found (diff above)"; rc=1; fi; \
 	exit $$rc
+	@# The real kubelet's bodies the run captured drive the fixture tests too (chunk
+	@# splits, promtool, the injection and isolation oracles).
+	test -s $(CLUSTER_DIR)/captures/cadvisor-k8s1.20-cluster.txt
+	PROMTOOL=$(PROMTOOL) KUBELET_SCOPE_OWN_CAPTURES=$(CLUSTER_DIR)/captures \
+		cargo test -p kubelet-scope-filter --test json_fixtures --test exposition_fixtures
