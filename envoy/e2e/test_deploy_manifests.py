@@ -1,7 +1,9 @@
 """The Kubernetes manifests of deploy/ as a user applies them: every overlay rendered
 with kubectl's kustomize, checked against the Kubernetes API schema strictly (an
 unknown or misspelt field fails; the PyPI package kubernetes-validate) and accepted by
-a real kube-apiserver in a server-side dry run, the way the README applies it."""
+a real kube-apiserver in a server-side dry run, the way the README applies it.
+
+World: a real apiserver, no kubelet."""
 
 import os
 import shutil

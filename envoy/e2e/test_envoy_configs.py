@@ -1,5 +1,7 @@
 """Every Envoy configuration the project ships passes `envoy --mode validate` (which
-also loads the filter into V8 and runs its configuration check)."""
+also loads the filter into V8 and runs its configuration check).
+
+World: Envoy's validation mode only."""
 
 import subprocess
 import sys

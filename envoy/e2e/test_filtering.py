@@ -1,5 +1,7 @@
 """Through the real Envoy (V8) with the release filter: injection, tenant isolation,
-denied paths, identity handling, and V8 output == the native CLI's output."""
+denied paths, identity handling, and V8 output == the native CLI's output.
+
+World: the kubelet stand-in (captures of kubelets 1.9-1.35, errors, hangs, trailers, forced gzip, odd chunking: faults a real kubelet cannot be made to show)."""
 
 import gzip
 import json

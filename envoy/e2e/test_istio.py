@@ -17,7 +17,8 @@ DestinationRule.
    and never reach the kubelet.
 
 There is no istiod, istio-agent or istio-proxy here: istio_xds.py does their part.
-"""
+
+World: the kubelet stand-in, real ServiceAccount tokens of a real apiserver with Istio's CRDs."""
 
 import copy
 import json

@@ -1,5 +1,7 @@
 """A real Prometheus (Debian's package) scrapes /metrics/cadvisor through Envoy as a
-tenant, and queries by the label the filter injected."""
+tenant, and queries by the label the filter injected.
+
+World: the kubelet stand-in (envoy/cluster/ scrapes the real kubelet too)."""
 
 import collections
 import subprocess

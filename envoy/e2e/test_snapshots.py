@@ -1,6 +1,8 @@
 """The namespace map on its way from the control plane into Envoy's VMs: changes
 propagate within 2 s (namespaces file, real apiserver), a stopped control plane
-leaves the last snapshot serving until it is too old, no snapshot means 503."""
+leaves the last snapshot serving until it is too old, no snapshot means 503.
+
+World: the kubelet stand-in; the control plane on a namespaces file or a real apiserver."""
 
 import os
 import time
