@@ -149,15 +149,22 @@ async fn populate(host: &Client, vc: &Client) {
     support::service_account(vc, "datadog", "agent").await;
 }
 
+/// The host's apiserver and k8s1's (its own etcd, signing key and `issuer`), with
+/// an admin client of each.
+async fn host_and_virtual(issuer: &str) -> (Cluster, Cluster, Client, Client) {
+    let host = Cluster::start("");
+    let k8s1 = Cluster::start_with_issuer(issuer);
+    let (host_admin, vc_admin) = (host.admin("main").await, k8s1.admin("main").await);
+    (host, k8s1, host_admin, vc_admin)
+}
+
 /// The realistic set-up: the virtual cluster's kubeconfig from vcluster's own
 /// Secret `vc-k8s1` in its host namespace (server given, as vcluster's points at
 /// localhost), its issuer and the host's discovered from their apiservers.
 #[tokio::test]
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn virtual_cluster_tokens_are_its_tenant_and_host_tokens_still_their_namespace() {
-    let host = Cluster::start("");
-    let k8s1 = Cluster::start_with_issuer(K8S1_ISSUER);
-    let (host_admin, vc_admin) = (host.admin("main").await, k8s1.admin("main").await);
+    let (host, k8s1, host_admin, vc_admin) = host_and_virtual(K8S1_ISSUER).await;
     populate(&host_admin, &vc_admin).await;
     create_secret(
         &host_admin,
@@ -273,9 +280,7 @@ async fn virtual_cluster_tokens_are_its_tenant_and_host_tokens_still_their_names
 #[tokio::test]
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn virtual_cluster_tokens_are_refused_when_revoked_or_expired() {
-    let host = Cluster::start("");
-    let k8s1 = Cluster::start_with_issuer(K8S1_ISSUER);
-    let (host_admin, vc_admin) = (host.admin("main").await, k8s1.admin("main").await);
+    let (host, k8s1, host_admin, vc_admin) = host_and_virtual(K8S1_ISSUER).await;
     populate(&host_admin, &vc_admin).await;
     let kubeconfig = k8s1.kubeconfig(k8s1.port("main"), "admin-token", "vc.kubeconfig");
     let file = format!(
@@ -353,9 +358,7 @@ async fn virtual_cluster_tokens_are_refused_when_revoked_or_expired() {
 #[tokio::test]
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn virtual_cluster_reviews_are_cached_and_the_cache_is_bounded() {
-    let host = Cluster::start("");
-    let k8s1 = Cluster::start_with_issuer(K8S1_ISSUER);
-    let (host_admin, vc_admin) = (host.admin("main").await, k8s1.admin("main").await);
+    let (host, k8s1, host_admin, vc_admin) = host_and_virtual(K8S1_ISSUER).await;
     populate(&host_admin, &vc_admin).await;
     let kubeconfig = k8s1.kubeconfig(k8s1.port("main"), "admin-token", "vc.kubeconfig");
     let file = format!(
@@ -426,9 +429,7 @@ async fn virtual_cluster_reviews_are_cached_and_the_cache_is_bounded() {
 #[tokio::test]
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn vcluster_sharing_the_hosts_issuer_is_told_apart_by_its_apiserver() {
-    let host = Cluster::start("");
-    let k8s1 = Cluster::start_with_issuer(support::DEFAULT_ISSUER);
-    let (host_admin, vc_admin) = (host.admin("main").await, k8s1.admin("main").await);
+    let (host, k8s1, host_admin, vc_admin) = host_and_virtual(support::DEFAULT_ISSUER).await;
     populate(&host_admin, &vc_admin).await;
     let kubeconfig = k8s1.kubeconfig(k8s1.port("main"), "admin-token", "vc.kubeconfig");
     let file = format!(
@@ -470,9 +471,7 @@ async fn vcluster_sharing_the_hosts_issuer_is_told_apart_by_its_apiserver() {
 #[tokio::test]
 #[ignore = "needs a real kube-apiserver: make control-plane-it"]
 async fn vcluster_kubeconfig_is_read_with_exactly_the_example_role() {
-    let host = Cluster::start("");
-    let k8s1 = Cluster::start_with_issuer(K8S1_ISSUER);
-    let (host_admin, vc_admin) = (host.admin("main").await, k8s1.admin("main").await);
+    let (host, k8s1, host_admin, vc_admin) = host_and_virtual(K8S1_ISSUER).await;
     for obj in support::deploy_manifest("base/control-plane.yaml") {
         support::create_object(&host_admin, &obj).await;
     }
