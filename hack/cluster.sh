@@ -25,6 +25,11 @@
 #                             localhost/busybox:kscope (busybox-static), OCI archives
 #                             written by hack/cluster/images.py with images/oci.py, no
 #                             registry
+#   kube-proxy                built like the others; iptables mode, Debian's iptables
+#                             (legacy) unpacked, rules only in the namespace
+#   cluster DNS               Debian's dnsmasq on the node IP, answering cluster.local
+#                             from the Services (hack/cluster/dns.py writes its hosts
+#                             file; CoreDNS is in no registry here), nothing else
 #   workload                  hack/cluster/workload.yaml
 #
 # What it owns on the host, and gives back at `stop` (and when `start` fails):
@@ -53,7 +58,14 @@ export KUBE_CACHE=${KUBE_CACHE:-$REPO/.cache/kube}
 APISERVER_SH=$REPO/control-plane/hack/kube-apiserver.sh
 BIN=$KUBE_CACHE/bin
 NODE_ROOT=$KUBE_CACHE/node/root
-NODE_PKGS=(containerd runc containernetworking-plugins busybox-static)
+# iptables (legacy, for kube-proxy) and dnsmasq (the cluster's DNS) with the libraries
+# they link that a minimal Debian may lack; run with LD_LIBRARY_PATH, not installed.
+NODE_PKGS=(containerd runc containernetworking-plugins busybox-static
+    iptables libip4tc2 libip6tc2 libxtables12 libnftnl11 libnetfilter-conntrack3
+    libnfnetlink0 libmnl0 dnsmasq-base libnftables1 libjansson4 libdbus-1-3)
+# kube-proxy finds `iptables` on its PATH: links to the unpacked multi-call binary.
+NODE_TOOLS=$KUBE_CACHE/node/bin
+NODE_LIBS=$NODE_ROOT/usr/lib/x86_64-linux-gnu
 IMAGES=$KUBE_CACHE/images
 WORKLOAD=$HERE/cluster/workload.yaml
 
@@ -72,10 +84,15 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 # Written by the kubelet or containerd outside their configured directories
 # (/var/log/pods is a constant in kubelet 1.20; shims' sockets under /run/containerd/s;
 # libcni's result cache; the flexvolume dir is probed before the config applies).
+# (/run/xtables.lock: iptables' lock, moved into DIR by XTABLES_LOCKFILE; listed in case.)
 HOST_PATHS=(/var/log/pods /var/log/containers /var/lib/cni /run/containerd
     /var/lib/kubelet /var/lib/containerd /opt/containerd /etc/cni /opt/cni
-    /usr/libexec/kubernetes)
-COMPONENTS=(containerd kubelet kube-controller-manager kube-scheduler)
+    /usr/libexec/kubernetes /run/xtables.lock)
+COMPONENTS=(containerd kubelet kube-controller-manager kube-scheduler kube-proxy dnsmasq cluster-dns)
+# The `kubernetes` Service's ClusterIP (kube-apiserver.sh's --service-cluster-ip-range).
+KUBERNETES_SERVICE_IP=10.96.0.1
+# kubeadm's default issuer, the one deploy/base/kubelet-proxy.yaml ships with.
+SA_ISSUER=https://kubernetes.default.svc.cluster.local
 
 log() { echo "cluster.sh: $*" >&2; }
 die() {
@@ -87,7 +104,9 @@ die() {
 
 fetch_node() {
     [ -x "$NODE_ROOT/usr/bin/containerd" ] && [ -x "$NODE_ROOT/usr/sbin/runc" ] &&
-        [ -x "$NODE_ROOT/usr/lib/cni/bridge" ] && [ -x "$NODE_ROOT/bin/busybox" ] && return 0
+        [ -x "$NODE_ROOT/usr/lib/cni/bridge" ] && [ -x "$NODE_ROOT/bin/busybox" ] &&
+        [ -x "$NODE_ROOT/usr/sbin/xtables-legacy-multi" ] && [ -x "$NODE_ROOT/usr/sbin/dnsmasq" ] &&
+        [ -x "$NODE_TOOLS/iptables" ] && return 0
     mkdir -p "$KUBE_CACHE/node/debs"
     log "apt-get download ${NODE_PKGS[*]}"
     (cd "$KUBE_CACHE/node/debs" && { apt-get download -qq "${NODE_PKGS[@]}" 2>/dev/null ||
@@ -95,6 +114,11 @@ fetch_node() {
     rm -rf "$NODE_ROOT.tmp"
     for deb in "$KUBE_CACHE"/node/debs/*.deb; do dpkg -x "$deb" "$NODE_ROOT.tmp"; done
     rm -rf "$NODE_ROOT" && mv "$NODE_ROOT.tmp" "$NODE_ROOT"
+    rm -rf "$NODE_TOOLS" && mkdir -p "$NODE_TOOLS"
+    local t
+    for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+        ln -s "$NODE_ROOT/usr/sbin/xtables-legacy-multi" "$NODE_TOOLS/$t"
+    done
 }
 
 # The two images, rebuilt when their sources change (a second or two).
@@ -349,17 +373,19 @@ cert() {
 write_configs() {
     mkdir -p "$DIR/pki" "$DIR/containerd" "$DIR/cni/net.d" "$DIR/kubelet"
     local t
-    for t in node scheduler controller-manager; do openssl rand -hex 16 >"$DIR/pki/$t.token"; done
+    for t in node scheduler controller-manager kube-proxy; do openssl rand -hex 16 >"$DIR/pki/$t.token"; done
     # the components' identities, next to the admin-token of kube-apiserver.sh's pki
     {
         echo "$(cat "$DIR/pki/node.token"),system:node:$NODE_NAME,10,\"system:nodes\""
         echo "$(cat "$DIR/pki/scheduler.token"),system:kube-scheduler,11"
         echo "$(cat "$DIR/pki/controller-manager.token"),system:kube-controller-manager,12"
+        echo "$(cat "$DIR/pki/kube-proxy.token"),system:kube-proxy,13"
     } >>"$DIR/apiserver/tokens.csv"
     kubeconfig "$DIR/admin.kubeconfig" admin-token
     kubeconfig "$DIR/kubelet/kubeconfig" "$(cat "$DIR/pki/node.token")"
     kubeconfig "$DIR/pki/scheduler.kubeconfig" "$(cat "$DIR/pki/scheduler.token")"
     kubeconfig "$DIR/pki/controller-manager.kubeconfig" "$(cat "$DIR/pki/controller-manager.token")"
+    kubeconfig "$DIR/pki/kube-proxy.kubeconfig" "$(cat "$DIR/pki/kube-proxy.token")"
     # the kubelet's serving certificate names the node IP, so clients can verify it
     cert kubelet serverAuth "system:node:$NODE_NAME" "IP:$NODE_IP,IP:127.0.0.1,DNS:$NODE_NAME"
     # the apiserver's client certificate towards the kubelet (logs, exec, proxy)
@@ -428,6 +454,7 @@ failSwapOn: false
 oomScoreAdj: 0
 volumePluginDir: $DIR/kubelet/volume-plugins
 clusterDomain: cluster.local
+clusterDNS: [$NODE_IP]
 # a shared CI disk must not make the kubelet evict pods or delete the local images
 evictionHard: {memory.available: 50Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 imageGCHighThresholdPercent: 100
@@ -518,6 +545,7 @@ start() {
         --kubeconfig "$DIR/pki/controller-manager.kubeconfig" --use-service-account-credentials \
         --service-account-private-key-file "$DIR/apiserver/sa.key" \
         --root-ca-file "$DIR/apiserver/ca.crt" --leader-elect=false --port=0 --secure-port=0
+    start_services
     wait_for 30 containerd "$NODE_ROOT/usr/bin/ctr" --address "$SOCK" version
     import_image "${PAUSE_IMAGE%:*}" "$IMAGES/pause.tar"
     import_image "${BUSYBOX_IMAGE%:*}" "$IMAGES/busybox.tar"
@@ -529,7 +557,7 @@ start() {
     # workload: namespaces and accounts first, the controllers make the pods
     wait_for 30 "the workload's apply" kubectl_ apply -f "$WORKLOAD"
     local deadline=$((t0 + READY_TIMEOUT))
-    until cluster_ready; do
+    until services_ready && cluster_ready; do
         [ $SECONDS -lt $deadline ] || die "the cluster was not ready ${READY_TIMEOUT}s after start"
         for c in "${COMPONENTS[@]}"; do
             kill -0 "$(cat "$DIR/pids/$c.pid")" 2>/dev/null || die "$c exited"
@@ -541,12 +569,41 @@ start() {
     log "ready in $((SECONDS - t0)) s: $NODE_NAME at $NODE_IP in netns $NETNS; env in $DIR/env"
 }
 
+# Services: kube-proxy (iptables mode: rules in the namespace only; the conntrack
+# settings it would write host-wide are left alone, 0 = leave as is), and dnsmasq on
+# the node IP (the kubelet's clusterDNS) answering cluster.local from a hosts file that
+# hack/cluster/dns.py keeps as the apiserver's Services are (nothing is forwarded).
+start_services() {
+    spawn kube-proxy env PATH="$NODE_TOOLS:$PATH" LD_LIBRARY_PATH="$NODE_LIBS" \
+        XTABLES_LIBDIR="$NODE_LIBS/xtables" XTABLES_LOCKFILE="$DIR/xtables.lock" \
+        "$BIN/kube-proxy" --kubeconfig "$DIR/pki/kube-proxy.kubeconfig" \
+        --hostname-override "$NODE_NAME" --bind-address "$NODE_IP" --cluster-cidr "$POD_SUBNET" \
+        --proxy-mode iptables --conntrack-max-per-core 0 --conntrack-tcp-timeout-established 0 \
+        --conntrack-tcp-timeout-close-wait 0 --oom-score-adj 0 \
+        --healthz-bind-address 127.0.0.1:10256 --metrics-bind-address 127.0.0.1:10249
+    mkdir -p "$DIR/dns"
+    spawn cluster-dns python3 "$HERE/cluster/dns.py" --apiserver "https://$NODE_IP:$API_PORT" \
+        --ca "$DIR/apiserver/ca.crt" --token admin-token --hosts "$DIR/dns/services"
+    spawn dnsmasq env LD_LIBRARY_PATH="$NODE_LIBS" "$NODE_ROOT/usr/sbin/dnsmasq" \
+        --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --log-facility=- \
+        --user=root --group=root --pid-file="$DIR/dnsmasq.pid" --listen-address="$NODE_IP" \
+        --bind-interfaces --local=/cluster.local/ --domain-needed --hostsdir="$DIR/dns"
+}
+
+# The `kubernetes` Service through kube-proxy's rules, and its name through the DNS.
+services_ready() {
+    in_netns curl -fsS -o /dev/null --max-time 2 --cacert "$DIR/apiserver/ca.crt" \
+        "https://$KUBERNETES_SERVICE_IP/readyz" -H "Authorization: Bearer admin-token" &&
+        grep -q " kubernetes.default.svc.cluster.local" "$DIR/dns/services" 2>/dev/null
+}
+
 # kube-apiserver.sh's options for a node's apiserver: on every address of the
 # namespace, the node IP advertised (and in its certificate), the Node authorizer for
 # the kubelet, ServiceAccount admission (pods get their tokens), and the kubelet
 # reached at its InternalIP with its certificate verified.
 apiserver_env() {
     export KUBE_BIND_ADDRESS=0.0.0.0 KUBE_ADVERTISE_ADDRESS=$NODE_IP KUBE_AUTHORIZATION_MODE=Node,RBAC
+    export KUBE_APISERVER_ISSUER=$SA_ISSUER
     export KUBE_DISABLE_ADMISSION=""
     export KUBE_APISERVER_EXTRA_ARGS="--kubelet-preferred-address-types=InternalIP
         --kubelet-certificate-authority=$DIR/apiserver/ca.crt
@@ -598,7 +655,9 @@ KUBELET_URL=https://$NODE_IP:$KUBELET_PORT
 CA_CERT=$DIR/apiserver/ca.crt
 CA_KEY=$DIR/apiserver/ca.key
 SA_KEY=$DIR/apiserver/sa.key
-SA_ISSUER=https://kubernetes.default.svc
+SA_ISSUER=$SA_ISSUER
+KUBERNETES_SERVICE_IP=$KUBERNETES_SERVICE_IP
+CLUSTER_DNS=$NODE_IP
 KUBELET_CERT=$DIR/pki/kubelet.crt
 KUBELET_KEY=$DIR/pki/kubelet.key
 KUBELET_ROOT=$DIR/kubelet/root

@@ -10,7 +10,8 @@
 #
 #   kube-apiserver.sh build                       fetch + build (cached)
 #   kube-apiserver.sh build-node                  also kubelet, kube-scheduler,
-#                                                 kube-controller-manager and kubectl (cached)
+#                                                 kube-controller-manager, kube-proxy and
+#                                                 kubectl (cached)
 #   kube-apiserver.sh start DIR                   etcd + apiserver "main", env in DIR/env
 #   kube-apiserver.sh start-etcd DIR
 #   kube-apiserver.sh start-apiserver DIR NAME [PORT]   another apiserver on the same etcd
@@ -158,7 +159,7 @@ build_component() {
 build_node() {
     build
     local missing=()
-    for name in kubelet kube-scheduler kube-controller-manager kubectl; do
+    for name in kubelet kube-scheduler kube-controller-manager kube-proxy kubectl; do
         [ -x "$KUBE_CACHE/bin/$name" ] || missing+=("$name")
     done
     [ ${#missing[@]} -gt 0 ] || return 0
@@ -219,7 +220,11 @@ pki() {
         -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
         -keyout "$dir/serving.key" -out "$dir/serving.csr" 2>/dev/null
-    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost${KUBE_ADVERTISE_ADDRESS:+,IP:$KUBE_ADVERTISE_ADDRESS}" \
+    # and the names pods reach it by: the `kubernetes` Service's ClusterIP (the first
+    # address of --service-cluster-ip-range) and its DNS names
+    local pods=IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
+    pods+=,DNS:kubernetes.default.svc.cluster.local
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost${KUBE_ADVERTISE_ADDRESS:+,IP:$KUBE_ADVERTISE_ADDRESS},$pods" \
         "basicConstraints=CA:FALSE" \
         "extendedKeyUsage=serverAuth" >"$dir/serving.ext"
     openssl x509 -req -in "$dir/serving.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \

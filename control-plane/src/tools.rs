@@ -37,6 +37,10 @@ pub struct RewriteArgs {
     /// namespace (resolved through the snapshot). A static tenant needs none.
     #[arg(long)]
     tenant: Option<String>,
+    /// The virtual cluster header's value (`tenancy.virtualClusterHeader`): the body
+    /// as that virtual cluster sees it, its pods under their virtual names.
+    #[arg(long)]
+    virtual_cluster: Option<String>,
     /// Feed the body to the filter in chunks of this many bytes, as Envoy would.
     #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
     chunk_size: u32,
@@ -99,10 +103,21 @@ fn rewrite_body(args: &RewriteArgs) -> Result<Vec<u8>, Failure> {
 
     let mut body = std::io::stdin().lock();
     let mut out = Vec::new();
+    let virtual_cluster = config
+        .tenancy
+        .as_ref()
+        .and_then(|t| t.virtual_cluster_header.as_ref())
+        .and(args.virtual_cluster.as_deref());
+    if args.virtual_cluster.is_some() && virtual_cluster.is_none() {
+        return Err(Failure::Invalid(
+            "--virtual-cluster needs tenancy.virtualClusterHeader in the configuration".into(),
+        ));
+    }
     let request = Request {
         method: "GET",
         path: &args.path,
         tenant: tenant.as_deref(),
+        virtual_cluster,
     };
     let kind = match decide(&config, Some(&catalog), &request) {
         Decision::Deny { status, reason } => {
@@ -115,7 +130,7 @@ fn rewrite_body(args: &RewriteArgs) -> Result<Vec<u8>, Failure> {
         }
         Decision::Rewrite(kind) => kind,
     };
-    let scope = RequestScope::new(catalog, tenant.as_deref());
+    let scope = RequestScope::of_request(catalog, tenant.as_deref(), virtual_cluster);
     let mut filter = BodyFilter::new(kind, scope, config.max_json_body_bytes);
     let mut chunk = vec![0; args.chunk_size as usize];
     loop {

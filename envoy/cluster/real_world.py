@@ -18,9 +18,10 @@ Two shipped configurations run here:
   tenants are what that file's provider accepts: the demo issuer's JWTs with a
   `tenant` claim (a real ServiceAccount token carries no such claim).
 
-Mapped beyond test_daemonset's mapping: the issuer (this apiserver's is
-https://kubernetes.default.svc, the shipped one https://kubernetes.default.svc.cluster.local),
-the kubelet's CA (the cluster's) and the control plane's kubeconfig (the admin's).
+Mapped beyond test_daemonset's mapping: the kubelet's CA (the cluster's) and the
+control plane's kubeconfig (the admin's). The issuer is the shipped one, kubeadm's
+default (https://kubernetes.default.svc.cluster.local), as hack/cluster.sh's apiserver
+issues it. test_deployed.py runs deploy/ as it ships, on the cluster itself.
 """
 
 import test_daemonset as shipped

@@ -112,6 +112,12 @@ pub struct TenancyConfig {
     /// serve, what agents that probe optional endpoints expect) or 403.
     #[serde(default = "default_denied_status")]
     pub denied_status: u16,
+    /// A request header set by a trusted Envoy filter (the control plane's
+    /// `ext_authz`) that names the caller's *virtual cluster*: such a request sees
+    /// only that cluster's pods (the snapshot's `virtualPods`), under their virtual
+    /// names, instead of a tenant's namespaces.
+    #[serde(default)]
+    pub virtual_cluster_header: Option<String>,
 }
 
 /// Where the tenant of a request comes from.
@@ -183,6 +189,11 @@ pub struct SnapshotSource {
     /// Beyond this age without a successful fetch, tenant mode fails closed.
     #[serde(default = "default_max_staleness_seconds")]
     pub max_staleness_seconds: u64,
+    /// Ask for this node's snapshot: `?node=<Envoy's node id>` (`--service-node`,
+    /// the node's name in the DaemonSet), so that the control plane sends the
+    /// virtual pods of this node only.
+    #[serde(default)]
+    pub per_node: bool,
 }
 
 fn default_max_json_body_bytes() -> usize {
@@ -327,13 +338,22 @@ fn validate_tenancy(tenancy: &TenancyConfig) -> Result<(), ConfigError> {
     if tenant.is_empty() {
         return Err(invalid("tenancy.tenant: must not be empty"));
     }
+    let header_name = |h: &str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     if let Some(h) = tenancy.tenant.header() {
-        if !h
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !header_name(h) {
             return Err(invalid(format!(
                 "tenancy.tenant: {h:?} is not a valid header name"
+            )));
+        }
+    }
+    if let Some(h) = &tenancy.virtual_cluster_header {
+        if !header_name(h) || Some(h.as_str()) == tenancy.tenant.header() {
+            return Err(invalid(format!(
+                "tenancy.virtualClusterHeader: {h:?} is not a valid header name of its own"
             )));
         }
     }

@@ -63,6 +63,7 @@ fn snapshot_for(body: &[u8]) -> (Snapshot, BTreeMap<String, String>, BTreeMap<St
         version: "1".into(),
         generated_at: "2026-11-21T00:00:00Z".into(),
         namespaces: BTreeMap::new(),
+        virtual_pods: BTreeMap::new(),
     };
     for (i, ns) in namespaces.iter().enumerate() {
         let team = if i == 0 {

@@ -167,6 +167,7 @@ pub fn native(
         method: "GET",
         path,
         tenant: tenant.as_deref(),
+        virtual_cluster: None,
     };
     let decision = decide(&config, have.then_some(&*catalog), &request);
     let kind = match decision {

@@ -40,6 +40,7 @@ impl Published {
             version: version.clone(),
             generated_at: jiff::Timestamp::now().to_string(),
             namespaces,
+            virtual_pods: BTreeMap::new(),
         };
         Published {
             body: Bytes::from(snapshot.to_json()),

@@ -123,7 +123,13 @@ impl Root {
             return;
         };
         let current = shared(fetch::VERSION_KEY).and_then(|v| String::from_utf8(v).ok());
-        let request = fetch::poll_request(source, current.as_deref());
+        // Envoy's node id (`--service-node`): the node whose virtual pods to ask for.
+        let node = source
+            .per_node
+            .then(|| hostcalls::get_property(vec!["node", "id"]).ok().flatten())
+            .flatten()
+            .and_then(|id| String::from_utf8(id).ok());
+        let request = fetch::poll_request(source, current.as_deref(), node.as_deref());
         let headers: Vec<(&str, &str)> = request
             .headers
             .iter()

@@ -59,6 +59,7 @@ struct Pending {
     config: Rc<Config>,
     method: String,
     tenant: Option<String>,
+    virtual_cluster: Option<String>,
 }
 
 enum Phase {
@@ -113,6 +114,11 @@ impl Stream {
         let path = header(":path").unwrap_or("").to_owned();
         let method = header(":method").unwrap_or("").to_owned();
         let caller = self.take_caller(&config, &headers);
+        let virtual_cluster = config
+            .tenancy
+            .as_ref()
+            .and_then(|t| t.virtual_cluster_header.as_deref())
+            .and_then(|name| take_header(name, &headers));
         if config.needs_snapshot() {
             self.vm.sync_from_shared(&config);
         }
@@ -122,6 +128,7 @@ impl Stream {
             method: &method,
             path: &path,
             tenant: tenant.as_deref(),
+            virtual_cluster: virtual_cluster.as_deref(),
         };
         let decision = decide(&config, catalog.as_deref(), &request);
         match decision {
@@ -163,11 +170,16 @@ impl Stream {
                     hostcalls::set_map_value(MapType::HttpRequestHeaders, "accept", Some(accept));
                 self.phase = Phase::Rewrite {
                     kind,
-                    scope: RequestScope::new(catalog, tenant.as_deref()),
+                    scope: RequestScope::of_request(
+                        catalog,
+                        tenant.as_deref(),
+                        virtual_cluster.as_deref(),
+                    ),
                     pending: Pending {
                         config,
                         method,
                         tenant,
+                        virtual_cluster,
                     },
                 };
                 Action::Continue
@@ -178,22 +190,7 @@ impl Stream {
     /// The tenant header's value (the tenant, or the caller's namespace), removed
     /// from the request: it is never forwarded to the kubelet.
     fn take_caller(&self, config: &Config, headers: &[(String, Vec<u8>)]) -> Option<String> {
-        let name = config.tenancy.as_ref()?.tenant.header()?;
-        let found = tenant_header(
-            name,
-            headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-        );
-        if found != TenantHeader::Missing {
-            let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
-        }
-        match found {
-            TenantHeader::One(t) => Some(t),
-            TenantHeader::Ambiguous => {
-                log::debug!("kubelet-scope: tenant header {name:?} sent more than once");
-                None
-            }
-            TenantHeader::Missing | TenantHeader::Invalid => None,
-        }
+        take_header(config.tenancy.as_ref()?.tenant.header()?, headers)
     }
 
     /// A non-2xx answer of the kubelet on a rewritten path. Injection mode passes
@@ -219,6 +216,7 @@ impl Stream {
                         method: &next.method,
                         path,
                         tenant: next.tenant.as_deref(),
+                        virtual_cluster: next.virtual_cluster.as_deref(),
                     };
                     !matches!(
                         decide(&next.config, catalog.as_deref(), &request),
@@ -466,5 +464,26 @@ impl HttpContext for Stream {
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         self.response_trailers()
+    }
+}
+
+/// The value of the identity header `name` (the tenant, the caller's namespace, or
+/// its virtual cluster), removed from the request: it is never forwarded to the
+/// kubelet. Sent twice or not one valid value: none.
+fn take_header(name: &str, headers: &[(String, Vec<u8>)]) -> Option<String> {
+    let found = tenant_header(
+        name,
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+    );
+    if found != TenantHeader::Missing {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+    }
+    match found {
+        TenantHeader::One(t) => Some(t),
+        TenantHeader::Ambiguous => {
+            log::debug!("kubelet-scope: header {name:?} sent more than once");
+            None
+        }
+        TenantHeader::Missing | TenantHeader::Invalid => None,
     }
 }

@@ -24,15 +24,18 @@ pub(super) enum Capture {
     None,
     Key,
     Namespace,
+    /// A virtual cluster's request: the reference object's `name` and `uid`.
+    Name,
+    Uid,
 }
 
 impl Capture {
     /// Raw length beyond which the string is not kept.
     fn limit(self) -> usize {
-        if self == Capture::Namespace {
-            NAMESPACE_CAPTURE_LIMIT
-        } else {
+        if self == Capture::Key {
             KEY_CAPTURE_LIMIT
+        } else {
+            NAMESPACE_CAPTURE_LIMIT
         }
     }
 }
@@ -62,27 +65,30 @@ impl JsonFilter {
     ) -> Result<(), BodyError> {
         let piece = &b[self.cap_from..i];
         let capture = self.capture;
+        let end = self.held_offset(i);
         if self.cap_buf.is_empty() && !self.cap_overflow {
             // All of the string is in this chunk: it is looked at in place.
             self.capture = Capture::None;
             let raw = Some(piece).filter(|raw| raw.len() <= capture.limit());
-            return self.captured(capture, raw, depth);
+            return self.captured(capture, raw, depth, end);
         }
         self.cap_append(piece);
         self.capture = Capture::None;
         let held = std::mem::take(&mut self.cap_buf);
-        let result = self.captured(capture, (!self.cap_overflow).then_some(&held[..]), depth);
+        let raw = (!self.cap_overflow).then_some(&held[..]);
+        let result = self.captured(capture, raw, depth, end);
         self.cap_buf = held;
         result
     }
 
     /// A captured string, raw (still escaped; `None` if longer than its limit), in
-    /// an object at `depth`.
+    /// an object at `depth`, ending at offset `end` of the held element.
     fn captured(
         &mut self,
         capture: Capture,
         raw: Option<&[u8]>,
         depth: usize,
+        end: usize,
     ) -> Result<(), BodyError> {
         match capture {
             Capture::Key => self.key_hook(raw, depth),
@@ -94,6 +100,21 @@ impl JsonFilter {
                 self.namespace.clear();
                 self.namespace.extend_from_slice(ns);
                 self.ns_seen = true;
+                self.fields.namespace = Some(self.fields.from..end);
+                Ok(())
+            }
+            Capture::Name | Capture::Uid => {
+                let Some(raw) = raw else {
+                    return Err(err("a pod's name or uid is too long"));
+                };
+                if capture == Capture::Name {
+                    let name = decode(raw, &mut self.scratch)?;
+                    self.pod_name.clear();
+                    self.pod_name.extend_from_slice(name);
+                    self.fields.name = Some(self.fields.from..end);
+                } else {
+                    self.fields.uid = Some(self.fields.from..end);
+                }
                 Ok(())
             }
             Capture::None => Ok(()),

@@ -60,7 +60,8 @@
 //!   unescaped;
 //! * `shape`: the two document shapes and the hooks that apply them: which keys
 //!   are allowed, where the filtered array and its elements' namespaces are, and
-//!   what is held back, written or dropped.
+//!   what is held back, written or dropped;
+//! * `translate`: a virtual cluster's view, its elements' names translated back.
 //!
 //! The hot path (everything a byte of a kubelet body goes through) crosses these
 //! modules only through `#[inline(always)]` functions, so that the scanner's state
@@ -74,6 +75,7 @@ mod strings;
 #[cfg(test)]
 mod testing;
 mod tokens;
+mod translate;
 
 use crate::body::{BodyError, Counters};
 use crate::policy::endpoint::JsonEndpoint;
@@ -81,6 +83,7 @@ use crate::snapshot::catalog::RequestScope;
 use capture::Capture;
 use scanner::State;
 use shape::Shape;
+use translate::{Field, Fields};
 
 /// Deepest nesting accepted. The kubelet's bodies nest about 15 deep (managed
 /// fields of a pod); `serde_json`, which agents often parse with, stops at 128.
@@ -134,6 +137,15 @@ pub struct JsonFilter {
     ns_seen: bool,
     namespace: Vec<u8>,
 
+    // A virtual cluster's request (`translate`).
+    /// The scope translates names: the reference object's `name`, `uid` and
+    /// `ownerReferences` are looked at too.
+    virtual_names: bool,
+    next_field: Field,
+    fields: Fields,
+    /// The element's `name`, unescaped.
+    pod_name: Vec<u8>,
+
     // Output.
     /// Bytes from `mark` in the current chunk are held back (part of an element or
     /// of the whitespace after one), with `pending` holding those of earlier chunks.
@@ -152,6 +164,7 @@ fn err(msg: impl std::fmt::Display) -> BodyError {
 impl JsonFilter {
     pub fn new(endpoint: JsonEndpoint, scope: RequestScope, max_body_bytes: usize) -> JsonFilter {
         let filtering = scope.filtering();
+        let virtual_names = scope.is_virtual();
         JsonFilter {
             shape: Shape::of(endpoint),
             scope,
@@ -186,6 +199,10 @@ impl JsonFilter {
             ns_key_seen: false,
             ns_seen: false,
             namespace: Vec::new(),
+            virtual_names,
+            next_field: Field::None,
+            fields: Fields::default(),
+            pod_name: Vec::new(),
             holding: false,
             mark: 0,
             pending: Vec::new(),

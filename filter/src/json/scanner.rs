@@ -388,7 +388,7 @@ impl JsonFilter {
             // Most keys are ruled out here, without a call.
             match depth {
                 3 if !may_be(raw, self.shape.ref_key) => self.next_is_ref = false,
-                4 if !may_be(raw, NAMESPACE) => self.next_is_ns = false,
+                4 if !self.virtual_names && !may_be(raw, NAMESPACE) => self.next_is_ns = false,
                 _ => self.key_hook(
                     Some(raw).filter(|raw| raw.len() <= KEY_CAPTURE_LIMIT),
                     depth,

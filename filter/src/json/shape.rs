@@ -10,6 +10,7 @@
 //! not scan (the scanner calls it with validated tokens).
 
 use super::capture::{key_is, Capture};
+use super::translate::{Field, Fields};
 use super::{err, JsonFilter};
 use crate::body::BodyError;
 use crate::policy::endpoint::JsonEndpoint;
@@ -116,6 +117,9 @@ impl JsonFilter {
                 self.next_is_ref = is_ref;
             }
             _ => {
+                if self.virtual_names {
+                    self.virtual_key(raw)?;
+                }
                 let is_ns = is(NAMESPACE, &mut self.scratch)?;
                 if is_ns {
                     if self.ns_key_seen {
@@ -141,7 +145,7 @@ impl JsonFilter {
             1 => self.top_is_target,
             2 => self.in_target,
             3 => self.in_target && self.next_is_ref,
-            4 => self.in_ref && self.next_is_ns,
+            4 => self.in_ref && (self.next_is_ns || self.next_field != Field::None),
             _ => false,
         }
     }
@@ -186,6 +190,9 @@ impl JsonFilter {
                 self.ns_seen = false;
                 self.next_is_ref = false;
                 self.next_is_ns = false;
+                self.next_field = Field::None;
+                self.fields = Fields::default();
+                self.pod_name.clear();
             }
             3 if self.in_target && self.next_is_ref => {
                 if c != b'{' {
@@ -197,6 +204,7 @@ impl JsonFilter {
                 }
                 self.in_ref = true;
             }
+            4 if self.in_ref && self.next_field != Field::None => self.virtual_value(i, c)?,
             4 if self.in_ref && self.next_is_ns => {
                 if c != b'"' {
                     return Err(err(format_args!(
@@ -205,6 +213,7 @@ impl JsonFilter {
                         self.shape.target_name()
                     )));
                 }
+                self.fields.from = self.held_offset(i + 1);
                 self.start_capture(Capture::Namespace, i + 1);
             }
             _ => {}
@@ -279,6 +288,9 @@ impl JsonFilter {
             )));
         }
         self.check_region(i + 1)?;
+        if self.virtual_names {
+            return self.virtual_element_end(b, i, out);
+        }
         if self.scope.namespace_visible(&self.namespace) {
             if self.kept_any {
                 out.push(b',');

@@ -35,6 +35,8 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The resolved tenant ([`resolve_tenant`]), in tenant mode.
     pub tenant: Option<&'a str>,
+    /// The caller's virtual cluster (`tenancy.virtualClusterHeader`), in tenant mode.
+    pub virtual_cluster: Option<&'a str>,
 }
 
 impl Decision {
@@ -77,7 +79,10 @@ pub fn decide(config: &Config, catalog: Option<&Catalog>, request: &Request<'_>)
         return Decision::deny(405, "kubelet-scope: read endpoints allow only GET and HEAD");
     }
     match &config.tenancy {
-        Some(tenancy) => decide_for_tenant(tenancy, catalog, &endpoint, request.tenant),
+        Some(tenancy) => match request.virtual_cluster.filter(|v| !v.is_empty()) {
+            Some(_) => decide_for_virtual_cluster(tenancy, catalog, &endpoint),
+            None => decide_for_tenant(tenancy, catalog, &endpoint, request.tenant),
+        },
         None => decide_without_tenancy(config, catalog, &endpoint),
     }
 }
@@ -148,6 +153,33 @@ fn decide_for_tenant(
     }
 }
 
+/// A virtual cluster's request: its pods' metrics, `/stats/summary` and `/pods`
+/// (rewritten to its names), health; no pod-scoped path (its namespaces and names
+/// are not the host's the kubelet knows).
+fn decide_for_virtual_cluster(
+    tenancy: &TenancyConfig,
+    catalog: Option<&Catalog>,
+    endpoint: &Endpoint,
+) -> Decision {
+    let denied = |reason: &str| Decision::deny(tenancy.denied_status, reason);
+    let kind = match endpoint {
+        Endpoint::Health => return Decision::PassThrough,
+        Endpoint::Unknown => return denied("kubelet-scope: not a kubelet path"),
+        Endpoint::Node(_) => {
+            return denied("kubelet-scope: this kubelet path is not available to tenants")
+        }
+        Endpoint::PodScoped { .. } => {
+            return denied("kubelet-scope: pod-scoped paths are not available to virtual clusters")
+        }
+        Endpoint::Json(kind) => BodyKind::Json(*kind),
+        Endpoint::Metrics => BodyKind::Exposition,
+    };
+    if catalog.is_none() {
+        return Decision::deny(503, "kubelet-scope: namespace snapshot not available yet");
+    }
+    Decision::Rewrite(kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +213,7 @@ mod tests {
             method: "GET",
             path,
             tenant,
+            virtual_cluster: None,
         }
     }
 
@@ -256,6 +289,7 @@ mod tests {
                         method,
                         path,
                         tenant: Some("acme"),
+                        virtual_cluster: None,
                     };
                     assert_eq!(
                         status(decide(config, Some(catalog), &r)),
@@ -267,6 +301,7 @@ mod tests {
                     method: "HEAD",
                     path,
                     tenant: Some("acme"),
+                    virtual_cluster: None,
                 };
                 assert_ne!(
                     status(decide(config, Some(catalog), &r)),

@@ -28,6 +28,7 @@
 //! - `labelset`: the label-set grammar, with a fast path for the plain shape;
 //! - `metadata`: `# HELP`, `# TYPE` and `# UNIT` held with their family in
 //!   tenant mode;
+//! - `translate`: a virtual cluster's series, its host names translated back;
 //! - [`labels`]: label names and values as the format writes them (also used by
 //!   the config and the catalog).
 
@@ -37,6 +38,7 @@ mod metadata;
 mod series;
 #[cfg(test)]
 mod testing;
+mod translate;
 
 use memchr::memchr_iter;
 

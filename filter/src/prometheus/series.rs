@@ -64,6 +64,13 @@ impl State {
             }
         }
 
+        if scope.is_virtual() {
+            let name = match set.as_ref().and_then(|s| s.quoted_name.clone()) {
+                Some(quoted) => &line[quoted],
+                None => &line[name_start..name_end],
+            };
+            return self.virtual_series(scope, line, set.as_ref(), exemplar, name);
+        }
         let namespace = set
             .as_ref()
             .and_then(|s| s.namespace.clone())

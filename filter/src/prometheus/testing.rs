@@ -21,6 +21,28 @@ pub(super) fn scope(config: &str, tenant: Option<&str>) -> RequestScope {
     RequestScope::new(Rc::new(Catalog::new(&config, Some(&snapshot))), tenant)
 }
 
+/// Host pods of two virtual clusters (k8s1 in vcluster-k8s1, k8s2 in
+/// vcluster-k8s2), and a host pod named like one of k8s1's in another namespace.
+const VIRTUAL_SNAPSHOT: &str = r#"{"version":"1","generatedAt":"t","namespaces":{
+    "vcluster-k8s1":{"labels":{"team":"vc-one","tenant":"hosting"}},
+    "vcluster-k8s2":{"labels":{"team":"vc-two","tenant":"hosting"}},
+    "shop":{"labels":{"team":"web","tenant":"acme"}}},
+  "virtualPods":{
+    "vcluster-k8s1/web-1-x-shop-x-k8s1":{"cluster":"k8s1","namespace":"shop","name":"web-1",
+        "uid":"1111aaaa-0000-0000-0000-00000000v001","hostUid":"9999eeee-0000-0000-0000-00000000h001"},
+    "vcluster-k8s1/db-0-x-data-x-k8s1":{"cluster":"k8s1","namespace":"data","name":"db-0",
+        "uid":"1111aaaa-0000-0000-0000-00000000v002","hostUid":"9999eeee-0000-0000-0000-00000000h002"},
+    "vcluster-k8s2/web-1-x-shop-x-k8s2":{"cluster":"k8s2","namespace":"shop","name":"web-1",
+        "uid":"2222bbbb-0000-0000-0000-00000000v003","hostUid":"9999eeee-0000-0000-0000-00000000h003"}}}"#;
+
+/// The scope of virtual cluster `cluster` over [`VIRTUAL_SNAPSHOT`], with `config`'s
+/// tenancy (and injection, if it has it).
+pub(super) fn virtual_scope(config: &str, cluster: &str) -> RequestScope {
+    let config = Config::parse(config.as_bytes()).unwrap();
+    let snapshot = Snapshot::parse(VIRTUAL_SNAPSHOT.as_bytes()).unwrap();
+    RequestScope::for_virtual_cluster(Rc::new(Catalog::new(&config, Some(&snapshot))), cluster)
+}
+
 pub(super) fn inject(on_conflict: &str) -> RequestScope {
     scope(
         &format!(

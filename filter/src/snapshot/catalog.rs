@@ -2,7 +2,9 @@
 //! computed once per snapshot so that the per-line cost is at most one hash lookup.
 //!
 //! A [`Catalog`] is immutable and shared (`Rc`) by every request of a VM; a
-//! [`RequestScope`] adds the request's tenant to it.
+//! [`RequestScope`] adds the request's tenant to it: a tenant of the host (by
+//! namespace), or a virtual cluster, which sees its own pods only, under the names
+//! it knows them by ([`VirtualPodEntry`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
@@ -14,7 +16,7 @@ type Hasher = foldhash::fast::RandomState;
 
 use crate::config::{Config, EmptyNamespaceSeries, InjectConfig, NonNamespacedSeries, OnConflict};
 use crate::prometheus::labels::escape_value_into;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, VirtualPod};
 
 /// One label to inject, rendered once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +61,32 @@ pub struct TenancyRules {
     pub empty_namespace: EmptyNamespaceSeries,
 }
 
+/// A host pod of a virtual cluster: its virtual names, as a body writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualPodEntry {
+    pub cluster: Box<str>,
+    pub namespace: Box<[u8]>,
+    pub name: Box<[u8]>,
+    pub uid: Box<[u8]>,
+    /// The host pod's UID, which cgroup paths (`id` labels) embed.
+    pub host_uid: Box<[u8]>,
+}
+
+impl VirtualPodEntry {
+    fn new(pod: &VirtualPod) -> VirtualPodEntry {
+        VirtualPodEntry {
+            cluster: pod.cluster.as_str().into(),
+            namespace: pod.namespace.as_bytes().into(),
+            name: pod.name.as_bytes().into(),
+            uid: pod.uid.as_bytes().into(),
+            host_uid: pod.host_uid.as_bytes().into(),
+        }
+    }
+}
+
+/// One host namespace's virtual pods, by host pod name.
+type VirtualPodsOf = HashMap<Box<[u8]>, VirtualPodEntry, Hasher>;
+
 /// Where a namespace's entry is in its [`Catalog`]: what a caller keeps to
 /// skip the hash lookup when the next series names the same namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +100,8 @@ pub struct Catalog {
     tenants: HashSet<Box<str>, Hasher>,
     injection: Option<InjectionRules>,
     tenancy: Option<TenancyRules>,
+    /// Host namespace → host pod name → the pod as its virtual cluster knows it.
+    virtual_pods: HashMap<Box<[u8]>, VirtualPodsOf, Hasher>,
 }
 
 impl Catalog {
@@ -122,10 +152,21 @@ impl Catalog {
             }
         }
 
+        let mut virtual_pods: HashMap<_, VirtualPodsOf, Hasher> = HashMap::default();
+        for (key, pod) in snapshot.map(|s| &s.virtual_pods).into_iter().flatten() {
+            if let Some((ns, name)) = key.split_once('/') {
+                virtual_pods
+                    .entry(ns.as_bytes().into())
+                    .or_default()
+                    .insert(name.as_bytes().into(), VirtualPodEntry::new(pod));
+            }
+        }
+
         Catalog {
             namespaces,
             entries,
             tenants,
+            virtual_pods,
             injection: config.inject.as_ref().map(|inject| InjectionRules {
                 on_conflict: inject.on_conflict,
                 names: inject
@@ -166,6 +207,12 @@ impl Catalog {
     pub fn tenancy(&self) -> Option<TenancyRules> {
         self.tenancy
     }
+
+    /// The host pod `name` of host namespace `namespace`, if a virtual cluster's
+    /// syncer made it.
+    pub fn virtual_pod(&self, namespace: &[u8], name: &[u8]) -> Option<&VirtualPodEntry> {
+        self.virtual_pods.get(namespace)?.get(name)
+    }
 }
 
 /// The labels `inject` takes from a namespace's `labels`, rendered and sorted by
@@ -203,10 +250,14 @@ fn injected_labels(
 ///
 /// `tenant` is `Some` exactly when tenancy is configured (the caller resolved the
 /// tenant before building the scope); then only the tenant's namespaces are visible.
+///
+/// A virtual cluster's scope (`virtual_cluster`) sees only the host pods its syncer
+/// made, found by [`RequestScope::virtual_pod`], and nothing else namespaced.
 #[derive(Debug, Clone)]
 pub struct RequestScope {
     catalog: Rc<Catalog>,
     tenant: Option<Box<str>>,
+    virtual_cluster: Option<Box<str>>,
 }
 
 /// The decision for one namespace value found in a body.
@@ -223,7 +274,49 @@ impl RequestScope {
         } else {
             None
         };
-        RequestScope { catalog, tenant }
+        RequestScope {
+            catalog,
+            tenant,
+            virtual_cluster: None,
+        }
+    }
+
+    /// The scope of a tenant that is the virtual cluster `cluster` (tenancy must be
+    /// configured; without it the scope sees everything, as [`RequestScope::new`]'s).
+    pub fn for_virtual_cluster(catalog: Rc<Catalog>, cluster: &str) -> RequestScope {
+        let virtual_cluster = catalog.tenancy.is_some().then(|| cluster.into());
+        RequestScope {
+            catalog,
+            tenant: None,
+            virtual_cluster,
+        }
+    }
+
+    /// A request's scope: its virtual cluster's when it names one (not empty), else
+    /// its tenant's.
+    pub fn of_request(
+        catalog: Rc<Catalog>,
+        tenant: Option<&str>,
+        virtual_cluster: Option<&str>,
+    ) -> RequestScope {
+        match virtual_cluster.filter(|v| !v.is_empty()) {
+            Some(cluster) => RequestScope::for_virtual_cluster(catalog, cluster),
+            None => RequestScope::new(catalog, tenant),
+        }
+    }
+
+    /// True when names must be translated for a virtual cluster.
+    pub fn is_virtual(&self) -> bool {
+        self.virtual_cluster.is_some()
+    }
+
+    /// The host pod `name` of host namespace `namespace` as this scope's virtual
+    /// cluster knows it; `None` for any other pod, and in every other scope.
+    pub fn virtual_pod(&self, namespace: &[u8], name: &[u8]) -> Option<&VirtualPodEntry> {
+        let cluster = self.virtual_cluster.as_deref()?;
+        self.catalog
+            .virtual_pod(namespace, name)
+            .filter(|p| &*p.cluster == cluster)
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -253,6 +346,7 @@ impl RequestScope {
         let visible = match namespace {
             None => rules.non_namespaced == NonNamespacedSeries::Keep,
             Some([]) => rules.empty_namespace == EmptyNamespaceSeries::Keep,
+            // A virtual cluster sees a pod's data only through `virtual_pod`.
             Some(_) => match (&self.tenant, entry) {
                 (Some(tenant), Some(entry)) => entry.owned_by(tenant),
                 _ => false,

@@ -38,11 +38,26 @@ pub struct PollRequest {
 }
 
 /// Builds the long-poll request. `current` is the version in shared data, if any;
-/// without one the control plane answers at once.
-pub fn poll_request(source: &SnapshotSource, current: Option<&str>) -> PollRequest {
+/// without one the control plane answers at once. `node` is Envoy's node id, sent
+/// as `node=` when the source is `perNode`.
+pub fn poll_request(
+    source: &SnapshotSource,
+    current: Option<&str>,
+    node: Option<&str>,
+) -> PollRequest {
     let wait_seconds = source.poll_timeout_ms / 1000;
     let separator = if source.path.contains('?') { '&' } else { '?' };
-    let path = format!("{}{separator}waitSeconds={wait_seconds}", source.path);
+    let mut path = format!("{}{separator}waitSeconds={wait_seconds}", source.path);
+    if let Some(node) = node.filter(|n| source.per_node && !n.is_empty()) {
+        path.push_str("&node=");
+        for &b in node.as_bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
     let authority = source
         .authority
         .clone()
@@ -143,6 +158,7 @@ mod tests {
             path: "/v1/snapshot".into(),
             poll_timeout_ms: 30_000,
             max_staleness_seconds: 300,
+            per_node: false,
         }
     }
 
@@ -155,7 +171,7 @@ mod tests {
 
     #[test]
     fn long_poll_request() {
-        let r = poll_request(&source(), Some("v7"));
+        let r = poll_request(&source(), Some("v7"), Some("node-a"));
         assert_eq!(header(&r, ":path"), Some("/v1/snapshot?waitSeconds=30"));
         assert_eq!(header(&r, ":authority"), Some("control-plane"));
         assert_eq!(header(&r, ":method"), Some("GET"));
@@ -164,13 +180,23 @@ mod tests {
         let mut s = source();
         s.path = "/v1/snapshot?node=a".into();
         s.authority = Some("cp.example".into());
-        let r = poll_request(&s, None);
+        let r = poll_request(&s, None, None);
         assert_eq!(
             header(&r, ":path"),
             Some("/v1/snapshot?node=a&waitSeconds=30")
         );
         assert_eq!(header(&r, ":authority"), Some("cp.example"));
         assert_eq!(header(&r, "if-none-match"), None);
+        // perNode: Envoy's node id, percent-encoded; none known, none sent.
+        let mut s = source();
+        s.per_node = true;
+        let r = poll_request(&s, None, Some("node-1.zone a/b"));
+        assert_eq!(
+            header(&r, ":path"),
+            Some("/v1/snapshot?waitSeconds=30&node=node-1.zone%20a%2Fb")
+        );
+        let r = poll_request(&s, None, None);
+        assert_eq!(header(&r, ":path"), Some("/v1/snapshot?waitSeconds=30"));
     }
 
     const SNAP: &[u8] = br#"{"version":"v8","generatedAt":"t","namespaces":{}}"#;

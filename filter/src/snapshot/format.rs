@@ -3,11 +3,19 @@
 //!
 //! ```json
 //! {"version": "<opaque>", "generatedAt": "<RFC 3339>",
-//!  "namespaces": {"<name>": {"labels": {"<key>": "<value>"}}}}
+//!  "namespaces": {"<name>": {"labels": {"<key>": "<value>"}}},
+//!  "virtualPods": {"<host namespace>/<host name>":
+//!      {"cluster": "<virtual cluster>", "namespace": "<virtual namespace>",
+//!       "name": "<virtual name>", "uid": "<virtual UID>", "hostUid": "<host UID>"}}}
 //! ```
 //!
+//! `virtualPods` are the host pods a virtual cluster's syncer (vcluster) made, on the
+//! node that asked (`/v1/snapshot?node=`), with the names the virtual cluster knows
+//! them by: what a virtual cluster's tenant sees instead of the host's names. It is
+//! optional (absent: none).
+//!
 //! Unknown fields are ignored so that a newer control plane can add fields without
-//! breaking older filters; the three fields above are required.
+//! breaking older filters; the first three fields above are required.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +29,23 @@ pub struct Snapshot {
     pub version: String,
     pub generated_at: String,
     pub namespaces: BTreeMap<String, NamespaceLabels>,
+    /// `<host namespace>/<host pod name>` → the pod as its virtual cluster knows it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub virtual_pods: BTreeMap<String, VirtualPod>,
+}
+
+/// A host pod that a virtual cluster's syncer made: the virtual cluster's name for
+/// it (read from the syncer's annotations, never recomputed from the host name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualPod {
+    /// The virtual cluster (its `vcluster.loft.sh/managed-by` label).
+    pub cluster: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The host pod's own UID (it appears in cgroup paths).
+    pub host_uid: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +88,28 @@ impl Snapshot {
                 "version: must be printable ASCII without '\"'".into(),
             ));
         }
+        for (key, pod) in &snapshot.virtual_pods {
+            let valid = key.split_once('/').is_some_and(|(ns, name)| {
+                !ns.is_empty() && !name.is_empty() && !name.contains('/')
+            });
+            if !valid {
+                return Err(SnapshotError(format!(
+                    "virtualPods.{key}: the key must be <host namespace>/<host name>"
+                )));
+            }
+            let fields = [
+                &pod.cluster,
+                &pod.namespace,
+                &pod.name,
+                &pod.uid,
+                &pod.host_uid,
+            ];
+            if fields.iter().any(|f| f.is_empty()) {
+                return Err(SnapshotError(format!(
+                    "virtualPods.{key}: cluster, namespace, name, uid and hostUid must not be empty"
+                )));
+            }
+        }
         Ok(snapshot)
     }
 
@@ -102,5 +149,47 @@ mod tests {
             Snapshot::parse(br#"{"version":"a\"b","generatedAt":"t","namespaces":{}}"#).is_err()
         );
         assert!(Snapshot::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn virtual_pods_are_optional_and_checked() {
+        let s = Snapshot::parse(
+            br#"{"version":"1","generatedAt":"t","namespaces":{},"virtualPods":{
+                "vcluster-k8s1/web-1-x-shop-x-k8s1":{"cluster":"k8s1","namespace":"shop",
+                "name":"web-1","uid":"v-1","hostUid":"h-1"}}}"#,
+        )
+        .unwrap();
+        let pod = &s.virtual_pods["vcluster-k8s1/web-1-x-shop-x-k8s1"];
+        assert_eq!(
+            (&*pod.cluster, &*pod.name, &*pod.host_uid),
+            ("k8s1", "web-1", "h-1")
+        );
+        assert_eq!(Snapshot::parse(&s.to_json()).unwrap(), s);
+        let none = Snapshot::parse(br#"{"version":"1","generatedAt":"t","namespaces":{}}"#);
+        assert!(none.unwrap().virtual_pods.is_empty());
+        assert!(!String::from_utf8(none_json())
+            .unwrap()
+            .contains("virtualPods"));
+        for bad in [
+            r#""nons":{"cluster":"c","namespace":"n","name":"p","uid":"u","hostUid":"h"}"#,
+            r#""a/b/c":{"cluster":"c","namespace":"n","name":"p","uid":"u","hostUid":"h"}"#,
+            r#""a/b":{"cluster":"","namespace":"n","name":"p","uid":"u","hostUid":"h"}"#,
+            r#""a/b":{"cluster":"c","namespace":"n","name":"p","uid":"u"}"#,
+        ] {
+            let doc = format!(
+                r#"{{"version":"1","generatedAt":"t","namespaces":{{}},"virtualPods":{{{bad}}}}}"#
+            );
+            assert!(Snapshot::parse(doc.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    fn none_json() -> Vec<u8> {
+        Snapshot {
+            version: "1".into(),
+            generated_at: "t".into(),
+            namespaces: BTreeMap::new(),
+            virtual_pods: BTreeMap::new(),
+        }
+        .to_json()
     }
 }
