@@ -95,11 +95,14 @@ $(VALGRIND):
 	test -x $@
 
 # Fuzz the rewriters on demand: make fuzz FUZZ_TARGET=json_filter FUZZ_SECONDS=600
+# (targets: exposition_rewriter, json_filter, virtual_view; seeds in fuzz/seeds/).
 FUZZ_TARGET ?= exposition_rewriter
 FUZZ_SECONDS ?= 60
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && mkdir -p corpus/$(FUZZ_TARGET) && RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_TARGET) \
+		corpus/$(FUZZ_TARGET) $$(test -d seeds/$(FUZZ_TARGET) && echo seeds/$(FUZZ_TARGET)) \
+		-- -max_total_time=$(FUZZ_SECONDS)
 
 # The control plane against a real kube-apiserver v1.20 + etcd, built from Debian
 # bookworm sources on the first run (~6-10 min on 2 cores, cached in .cache/kube).

@@ -44,6 +44,14 @@ pub const FILTER_CONFIG: &str = r#"{"tenancy":{"tenant":{"header":"x-tenant"},"n
 /// The benchmarks' tenant, owning half of the synthetic namespaces.
 pub const TENANT: &str = "acme";
 
+/// A virtual cluster's view: the "tenant" of its cases names the virtual cluster.
+pub const VIRTUAL_CONFIG: &str = r#"{"tenancy":{"tenant":{"header":"x-tenant"},"namespaceLabel":"tenant",
+    "virtualClusterHeader":"x-virtual-cluster"},"snapshot":{"cluster":"control-plane"}}"#;
+
+/// The benchmarks' virtual cluster, whose pods are those of [`TENANT`]'s
+/// namespaces ([`synthetic::snapshot`]): it keeps what the tenant keeps, translated.
+pub const VIRTUAL_CLUSTER: &str = "k8s1";
+
 /// Envoy hands the filter the body in slices of this order.
 pub const CHUNK: usize = 64 * 1024;
 
@@ -82,13 +90,15 @@ pub fn bodies() -> Vec<Body> {
 }
 
 /// The rewrites of a body of `kind` that are measured, as (case, filter config,
-/// tenant): label injection (Prometheus text only) and tenant filtering.
+/// tenant): label injection (Prometheus text only), tenant filtering, and a
+/// virtual cluster's view of the same pods (filtered and translated).
 pub fn cases(kind: Kind) -> Vec<(&'static str, &'static str, Option<&'static str>)> {
     let filter = ("filter", FILTER_CONFIG, Some(TENANT));
+    let translate = ("virtual", VIRTUAL_CONFIG, Some(VIRTUAL_CLUSTER));
     if kind == Kind::Exposition {
-        vec![("inject", INJECT_CONFIG, None), filter]
+        vec![("inject", INJECT_CONFIG, None), filter, translate]
     } else {
-        vec![filter]
+        vec![filter, translate]
     }
 }
 
@@ -126,8 +136,15 @@ pub mod native {
             let config = Config::parse(config.as_bytes()).expect("benchmark config");
             let snapshot = Snapshot::parse(snapshot).expect("benchmark snapshot");
             let catalog = Rc::new(Catalog::new(&config, Some(&snapshot)));
+            // As the wasm guest: with `virtualClusterHeader`, `tenant` names the cluster.
+            let virtual_cluster = config
+                .tenancy
+                .as_ref()
+                .and_then(|t| t.virtual_cluster_header.as_ref())
+                .and(tenant);
+            let tenant = tenant.filter(|_| virtual_cluster.is_none());
             Native {
-                scope: RequestScope::new(catalog, tenant),
+                scope: RequestScope::of_request(catalog, tenant, virtual_cluster),
                 max_json: config.max_json_body_bytes,
             }
         }

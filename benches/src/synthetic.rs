@@ -29,21 +29,85 @@ const CAPTURED: [&str; 7] = [
 ];
 
 /// The snapshot for the synthetic namespaces and those of the captures: five
-/// teams, and tenants `acme` and `globex` owning every other namespace.
+/// teams, and tenants `acme` and `globex` owning every other namespace; every pod
+/// of the benchmark bodies in acme's namespaces is also a pod of the virtual
+/// cluster [`crate::VIRTUAL_CLUSTER`] (`v-` before its namespace, name and UID), so
+/// its view keeps what acme's does. Built once.
 pub fn snapshot() -> Vec<u8> {
+    static SNAPSHOT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    SNAPSHOT.get_or_init(build_snapshot).clone()
+}
+
+fn build_snapshot() -> Vec<u8> {
     let names = (0..NAMESPACES)
         .map(namespace)
         .chain(CAPTURED.map(str::to_owned));
+    let mut acme = Vec::new();
     let namespaces: BTreeMap<String, Value> = names
         .enumerate()
         .map(|(i, name)| {
             let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+            if tenant == "acme" {
+                acme.push(name.clone());
+            }
             let labels = json!({"team": format!("team-{}", i % 5), "tenant": tenant});
             (name, json!({ "labels": labels }))
         })
         .collect();
-    let snapshot = json!({"version": "bench", "generatedAt": "2026-11-21T00:00:00Z", "namespaces": namespaces});
+    let mut virtual_pods = BTreeMap::new();
+    for body in crate::bodies() {
+        for (ns, pod, uid) in pods_of(&body.bytes) {
+            if acme.contains(&ns) {
+                let v = json!({"cluster": crate::VIRTUAL_CLUSTER, "namespace": format!("v-{ns}"),
+                    "name": format!("v-{pod}"), "uid": format!("v-{uid}"), "hostUid": uid});
+                virtual_pods.insert(format!("{ns}/{pod}"), v);
+            }
+        }
+    }
+    let snapshot = json!({"version": "bench", "generatedAt": "2026-11-21T00:00:00Z",
+        "namespaces": namespaces, "virtualPods": virtual_pods});
     serde_json::to_vec(&snapshot).expect("snapshot serializes")
+}
+
+/// (namespace, pod, UID) of every pod a body names: JSON elements' references,
+/// or series' `namespace` and `pod` labels with the UID from the cgroup path.
+fn pods_of(body: &[u8]) -> Vec<(String, String, String)> {
+    if let Ok(doc) = serde_json::from_slice::<Value>(body) {
+        let refs = doc["items"]
+            .as_array()
+            .map(|a| a.iter().map(|i| &i["metadata"]).collect::<Vec<_>>());
+        let refs = refs.or_else(|| {
+            doc["pods"]
+                .as_array()
+                .map(|a| a.iter().map(|p| &p["podRef"]).collect())
+        });
+        return refs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                (s("namespace"), s("name"), s("uid"))
+            })
+            .collect();
+    }
+    let label = |name: &str| Regex::new(&format!(r#"[{{,]{name}="([^"]+)""#)).expect("regex");
+    let (ns, pod) = (label("namespace"), label("pod"));
+    let uid = Regex::new(
+        r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})",
+    )
+    .expect("regex");
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|line| {
+            let get = |re: &Regex| re.captures(line).map(|c| c[1].to_owned());
+            Some((
+                get(&ns)?,
+                get(&pod)?,
+                get(&uid).unwrap_or_default().replace('_', "-"),
+            ))
+        })
+        .filter(|(_, _, uid)| !uid.is_empty())
+        .collect()
 }
 
 /// A `/metrics/cadvisor` body for `pods` pods (110 give 8.3 MB, 133 about 10 MB), from the

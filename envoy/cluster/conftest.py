@@ -7,6 +7,7 @@ The harness is envoy/e2e/stack.py's (`stack.Cluster`), as for every test of envo
 stack.OWN_CAPTURES (target/cluster/captures), the project's own bodies that the
 fixture tests read (testdata/README.md)."""
 
+import contextlib
 import json
 import os
 import sys
@@ -160,9 +161,14 @@ def real(cluster):
     }
 
 
-@pytest.fixture(scope="session")
-def daemonset(cluster, real):
-    workdir = stack.clean_dir(WORK / "daemonset")
+@contextlib.contextmanager
+def daemonset_world(cluster, real, name, virtual_clusters=None, more_args=()):
+    """The shipped DaemonSet configuration in front of the real kubelet (through a
+    recording hop) and the control plane of the shipped Deployment's arguments (and
+    `more_args`), its virtual clusters those of the file `virtual_clusters`
+    (default: the shipped list); Envoy's node id is the node's name, as the
+    DaemonSet sets it."""
+    workdir = stack.clean_dir(WORK / name)
     ca, cert, key = stack.issue_certificate(
         workdir, "control-plane", f"DNS:{shipped.SERVICE},IP:127.0.0.1"
     )
@@ -190,16 +196,26 @@ def daemonset(cluster, real):
         s = stack.Stack(
             workdir,
             kubeconfig=cluster.env["ADMIN_KUBECONFIG"],
-            control_plane_args=shipped.control_plane_args(cert, key),
+            control_plane_args=[
+                *shipped.control_plane_args(cert, key, virtual_clusters=virtual_clusters),
+                *more_args,
+            ],
             control_plane_ca=ca,
             render=render,
             standin=False,
+            node=cluster.node_name,
         )
         with s:
             world = World("daemonset", s, cluster, hop)
             for tenant in SCRAPERS:
                 wait_serving(world, tenant)
             yield world
+
+
+@pytest.fixture(scope="session")
+def daemonset(cluster, real):
+    with daemonset_world(cluster, real, "daemonset") as world:
+        yield world
 
 
 @pytest.fixture(scope="session")
@@ -213,7 +229,11 @@ def local(cluster, real):
         return stack.render_envoy_config(values)
 
     s = stack.Stack(
-        workdir, kubeconfig=cluster.env["ADMIN_KUBECONFIG"], render=render, standin=False
+        workdir,
+        kubeconfig=cluster.env["ADMIN_KUBECONFIG"],
+        render=render,
+        standin=False,
+        node=cluster.node_name,
     )
     with s:
         world = World("local", s, cluster)

@@ -78,7 +78,17 @@ class World:
             self.tokens[tenant] = tenant_token(self.cluster, SCRAPERS[tenant])
         return "Bearer " + self.tokens[tenant]
 
-    def get(self, path, tenant=None, headers=None, token=None, method="GET", timeout=30.0):
+    def get(
+        self,
+        path,
+        tenant=None,
+        headers=None,
+        token=None,
+        method="GET",
+        timeout=30.0,
+        listener="tenant",
+    ):
+        """`path` through the listener (`tenant`; `virtual`, the DaemonSet's :10445)."""
         h = dict(headers or {})
         if token:
             h["authorization"] = "Bearer " + token
@@ -86,13 +96,14 @@ class World:
             h["authorization"] = self.auth(tenant)
         tls = self.s.kubelet_cert if self.name == "daemonset" else None
         return stack.request(
-            self.s.ports["tenant"], path, h, tls_ca=tls, method=method, timeout=timeout
+            self.s.ports[listener], path, h, tls_ca=tls, method=method, timeout=timeout
         )
 
-    def snapshot(self, control_plane_token):
+    def snapshot(self, control_plane_token, node=None):
+        """The control plane's snapshot (`node`'s view, when given)."""
         r = stack.request(
             self.s.ports["control_plane"],
-            "/v1/snapshot",
+            "/v1/snapshot" + (f"?node={node}" if node else ""),
             {"authorization": "Bearer " + control_plane_token},
             tls_ca=self.s.control_plane_ca,
         )

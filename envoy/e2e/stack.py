@@ -54,6 +54,9 @@ THIRD_PARTY_ABSENT = (
 )
 
 
+# The node name the stand-in world's Envoys run as (their `--service-node`).
+NODE = "e2e-node"
+
 def fixture_dirs():
     """The folders of kubelet bodies that exist, third-party captures first."""
     return [d for d in (FIXTURES, OWN_CAPTURES, SYNTHETIC) if d.is_dir()]
@@ -304,6 +307,7 @@ class Stack:
         control_plane_args=(),
         control_plane_ca=None,
         standin=True,
+        node=NODE,
     ):
         self.dir = Path(workdir)
         self.tenant_config = tenant_config or example_config("tenant")
@@ -319,6 +323,9 @@ class Stack:
         self.control_plane_args = list(control_plane_args)
         self.control_plane_ca = control_plane_ca
         self.with_standin = standin
+        # Envoy's node id (`--service-node`), as the DaemonSet sets it to the node's
+        # name: a `perNode` filter asks for that node's snapshot.
+        self.node = node
         self.processes = {}
         self.ports = {}
 
@@ -480,6 +487,8 @@ class Stack:
             "--log-level",
             "info",
             "--disable-hot-restart",
+            "--service-node",
+            self.node,
         ]
         self.processes["envoy"] = Process("envoy", argv, self.dir)
         self.processes["envoy"].wait_ready(
@@ -687,6 +696,32 @@ def issue_certificate(directory, name, sans):
         subprocess.run(["openssl", *argv], check=True, capture_output=True)
     return ca, cert, key
 
+
+def synced_pod(host_namespace, cluster, name, namespace, uid, node, image="busybox"):
+    """A host pod as vcluster's syncer makes it for the virtual pod `namespace`/`name`
+    (UID `uid`) of virtual cluster `cluster`: its host name, namespace, labels and
+    annotations, scheduled on `node`; its container sleeps."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-x-{namespace}-x-{cluster}",
+            "namespace": host_namespace,
+            "labels": {
+                "vcluster.loft.sh/managed-by": cluster,
+                "vcluster.loft.sh/namespace": namespace,
+            },
+            "annotations": {
+                "vcluster.loft.sh/object-name": name,
+                "vcluster.loft.sh/object-namespace": namespace,
+                "vcluster.loft.sh/object-uid": uid,
+            },
+        },
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": name, "image": image, "command": ["sleep", "3600"]}],
+        },
+    }
 
 class Cluster:
     """The real single-node cluster of hack/cluster.sh (`start DIR`), read from

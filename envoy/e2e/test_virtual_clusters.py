@@ -7,9 +7,11 @@ each with its own etcd, service-account signing key and issuer, play the apiserv
 of the virtual clusters k8s1 (issuer of its own) and k8s2 (vcluster's default: the
 same issuer as the host). Agents' tokens come from their TokenRequest APIs. The
 kubelet stand-in serves a body with series of both virtual clusters' host namespaces
-(vcluster-k8s1, vcluster-k8s2) and of host tenants. Until the filter translates
-virtual names (issue #17, part 2) a virtual cluster is the tenant of its host
-namespace and sees host names.
+(vcluster-k8s1, vcluster-k8s2) and of host tenants; the host pods behind them exist
+in the host apiserver as vcluster's syncer makes them (name, labels, annotations
+naming the virtual pod, which exists in the virtual cluster's apiserver), so the
+control plane's pod watch gives the filter their virtual names. The real-cluster
+tests (envoy/cluster/test_real_virtual_clusters.py) run such pods for real.
 
 Every test's name carries `virtual` or `vcluster` (other checks select them so).
 """
@@ -41,6 +43,10 @@ SERIES = {
     "default": "datadog-t9f28",
     "kube-system": "kube-dns-c598bd956-wgf4n",
 }
+# The virtual pods behind the host pods of SERIES: (cluster, namespace, name).
+VIRTUAL_PODS = {"vcluster-k8s1": ("k8s1", "shop", "web-1"), "vcluster-k8s2": ("k8s2", "shop", "api-0")}
+# A pod of k8s1 whose host pod the test creates later.
+LATE = ("vcluster-k8s1", "late-0-x-shop-x-k8s1")
 
 
 def probes_body():
@@ -48,7 +54,7 @@ def probes_body():
         "# HELP prober_probe_total Cumulative number of a probe for a container by result.",
         "# TYPE prober_probe_total counter",
     ]
-    for namespace, pod in SERIES.items():
+    for namespace, pod in [*SERIES.items(), LATE]:
         lines.append(
             f'prober_probe_total{{container="c",namespace="{namespace}",pod="{pod}",'
             f'pod_uid="0",probe_type="Liveness",result="successful"}} 1'
@@ -86,6 +92,18 @@ def namespaces(r):
     return set(stack.series_namespaces(r.body))
 
 
+def sync(api, host, host_namespace, namespace, name):
+    """What vcluster's syncer does for a new pod: the virtual pod in the virtual
+    cluster's apiserver, its host pod (on the stack's node) in the host's."""
+    cluster = host_namespace.removeprefix("vcluster-")
+    api.label_namespace(namespace, {})
+    pod = {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+    uid = json.loads(api.create(f"/api/v1/namespaces/{namespace}/pods", pod))["metadata"]["uid"]
+    synced = stack.synced_pod(host_namespace, cluster, name, namespace, uid, stack.NODE)
+    host.create(f"/api/v1/namespaces/{host_namespace}/pods", synced)
+    return uid
+
+
 @pytest.fixture(scope="module")
 def virtual_clusters(daemonset_apiserver):
     """The two virtual clusters' apiservers, each with its agent's ServiceAccount;
@@ -97,6 +115,8 @@ def virtual_clusters(daemonset_apiserver):
             apis[name] = api
             api.service_account("datadog", "agent")
             daemonset_apiserver.label_namespace(f"vcluster-{name}", {"tenant": name})
+        for host_namespace, (name, namespace, pod) in VIRTUAL_PODS.items():
+            sync(apis[name], daemonset_apiserver, host_namespace, namespace, pod)
         daemonset_apiserver.service_account("acme-monitoring", "prometheus")
         yield apis
     finally:
@@ -141,14 +161,19 @@ def virtual_stack(daemonset_apiserver, virtual_clusters):
         yield s
 
 
-def test_a_virtual_clusters_agent_sees_its_host_namespace_only(virtual_stack, virtual_clusters):
+def test_a_virtual_clusters_agent_sees_its_pods_under_virtual_names(
+    virtual_stack, virtual_clusters
+):
     s = virtual_stack
     for name, other in (("k8s1", "k8s2"), ("k8s2", "k8s1")):
         token = virtual_clusters[name].token("datadog", "agent", AUDIENCE)
         r = get(s, token)
         assert r.status == 200, (name, r)
-        assert namespaces(r) == {f"vcluster-{name}"}, (name, r.text)
-        assert SERIES[f"vcluster-{other}"] not in r.text
+        _, namespace, pod = VIRTUAL_PODS[f"vcluster-{name}"]
+        assert namespaces(r) == {namespace}, (name, r.text)
+        assert f'namespace="{namespace}",pod="{pod}"' in r.text, (name, r.text)
+        assert "-x-" not in r.text and "vcluster-" not in r.text, (name, r.text)
+        assert VIRTUAL_PODS[f"vcluster-{other}"][2] not in r.text
         # Copies of the headers the control plane sets, sent by the client, change
         # nothing: k8s2 never sees k8s1's pods.
         spoofed = get(
@@ -166,6 +191,26 @@ def test_a_virtual_clusters_agent_sees_its_host_namespace_only(virtual_stack, vi
         headers = dict(seen["headers"])
         assert headers["authorization"] == "Bearer " + stack.NODE_TOKEN
         assert not [h for h in headers if h.startswith("x-kubelet-scope")], headers
+
+
+def test_a_virtual_pod_is_shown_once_its_host_pod_is_synced(
+    virtual_stack, virtual_clusters, daemonset_apiserver
+):
+    """A series of a host pod the control plane does not know yet is dropped (fail
+    closed); once the syncer has made the pod, it is shown within 2 s."""
+    token = virtual_clusters["k8s1"].token("datadog", "agent", AUDIENCE)
+    r = get(virtual_stack, token)
+    assert r.status == 200 and "late-0" not in r.text, r.text
+    start = time.monotonic()
+    sync(virtual_clusters["k8s1"], daemonset_apiserver, LATE[0], "shop", "late-0")
+    stack.wait_for(
+        "the new pod's series for k8s1",
+        lambda: 'pod="late-0"' in get(virtual_stack, token).text,
+        timeout=5,
+    )
+    took = time.monotonic() - start
+    print(f"host pod created → its series shown to its virtual cluster: {took:.2f} s")
+    assert took <= 2.0, took
 
 
 def test_host_tokens_still_work_on_the_virtual_listener(virtual_stack, daemonset_apiserver):

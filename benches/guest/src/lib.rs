@@ -60,8 +60,15 @@ pub extern "C" fn configure() -> u32 {
             .ok()
             .filter(|t| !t.is_empty());
         let catalog = Rc::new(Catalog::new(&config, Some(&snapshot)));
+        // A config with `virtualClusterHeader`: the tenant buffer names the cluster.
+        let virtual_cluster = config
+            .tenancy
+            .as_ref()
+            .and_then(|t| t.virtual_cluster_header.as_ref())
+            .and(tenant);
+        let tenant = tenant.filter(|_| virtual_cluster.is_none());
         g.scope = Some((
-            RequestScope::new(catalog, tenant),
+            RequestScope::of_request(catalog, tenant, virtual_cluster),
             config.max_json_body_bytes,
         ));
         0

@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, Authenticator};
 use super::metrics::{Metrics, RequestLabels};
-use super::store::{Current, Published, Store};
+use axum::body::Bytes;
+
+use super::store::{Current, Store};
 
 /// Longest a long-poll is held; larger `waitSeconds` are capped to it, which keeps
 /// idle connections well under the usual 60–120 s proxy/LB idle timeouts.
@@ -68,6 +70,8 @@ pub fn guarded_router(state: AppState, auth: Option<Arc<Authenticator>>) -> Rout
 struct SnapshotQuery {
     #[serde(rename = "waitSeconds")]
     wait_seconds: Option<u64>,
+    /// The asking node: its own virtual pods only (none: every node's).
+    node: Option<String>,
 }
 
 async fn snapshot(
@@ -80,21 +84,23 @@ async fn snapshot(
     let held = if_none_match(&headers);
     let mut rx = state.store.subscribe();
     let mut _waiting = None;
+    let node = query.node.as_deref().filter(|n| !n.is_empty());
     loop {
         let current = rx.borrow_and_update().clone();
         if let Some(p) = &current {
-            if !held.as_ref().is_some_and(|h| h.matches(&p.version)) {
-                return full(p);
+            let (version, body) = p.view(node);
+            if !held.as_ref().is_some_and(|h| h.matches(version)) {
+                return full(version, body);
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            return unchanged(current);
+            return unchanged(current, node);
         }
         _waiting.get_or_insert_with(|| WaitingGuard::new(&state.metrics));
         tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return unchanged(current) },
+            changed = rx.changed() => if changed.is_err() { return unchanged(current, node) },
             () = tokio::time::sleep_until(deadline) => {},
-            () = state.shutdown.cancelled() => return unchanged(current),
+            () = state.shutdown.cancelled() => return unchanged(current, node),
         }
     }
 }
@@ -151,22 +157,22 @@ fn etag(version: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-fn full(p: &Published) -> Response {
+fn full(version: &str, body: &Bytes) -> Response {
     (
         [
             (CONTENT_TYPE, HeaderValue::from_static("application/json")),
             (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (ETAG, etag(&p.version)),
+            (ETAG, etag(version)),
         ],
-        p.body.clone(),
+        body.clone(),
     )
         .into_response()
 }
 
 /// 304 when the client's version is still current, 503 while there is no snapshot.
-fn unchanged(current: Current) -> Response {
+fn unchanged(current: Current, node: Option<&str>) -> Response {
     match current {
-        Some(p) => (StatusCode::NOT_MODIFIED, [(ETAG, etag(&p.version))]).into_response(),
+        Some(p) => (StatusCode::NOT_MODIFIED, [(ETAG, etag(p.view(node).0))]).into_response(),
         None => not_ready(),
     }
 }

@@ -30,6 +30,7 @@ mod http;
 mod issuers;
 mod kube_source;
 mod metrics;
+mod pod_source;
 mod select;
 mod store;
 mod token_cache;
@@ -216,6 +217,23 @@ async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), 
         }
         (None, None) => return Err("no namespace source".into()),
     };
+    // The host pods of the configured virtual clusters, for their tenants' names.
+    let pods = match (&client, virtual_clusters.is_empty()) {
+        (Some(client), false) => {
+            let hosts = virtual_clusters
+                .iter()
+                .map(|vc| (vc.name.clone(), vc.host_namespace.clone()))
+                .collect();
+            tracing::info!("watching the virtual clusters' pods");
+            Some(tokio::spawn(pod_source::run(
+                client.clone(),
+                hosts,
+                store.clone(),
+                metrics.clone(),
+            )))
+        }
+        _ => None,
+    };
     let auth = match (&client, args.allow_serviceaccounts.is_empty()) {
         (Some(client), false) => {
             tracing::info!(allowed = ?args.allow_serviceaccounts, "snapshot requires a ServiceAccount token");
@@ -281,6 +299,9 @@ async fn run(args: &ServeArgs, selection: select::LabelSelection) -> Result<(), 
     // A listener that failed stops the process: nothing half-served.
     shutdown.cancel();
     source.abort();
+    if let Some(pods) = pods {
+        pods.abort();
+    }
     served
 }
 
