@@ -295,8 +295,10 @@ cluster-down:
 	hack/cluster.sh stop $(CLUSTER_DIR)
 
 # Its Envoy tests (envoy/cluster/test_real_*.py) need the release .wasm, the debug CLI
-# (`kubelet-scope serve` and `rewrite`) and Prometheus, as `e2e` does.
-cluster-test: venv cluster-build wasm $(PROMTOOL)
+# (`kubelet-scope serve` and `rewrite`) and Prometheus, as `e2e` does; test_deployed
+# installs deploy/ from the images (`images`, pushed to a registry in the namespace
+# with Debian's docker-registry and skopeo) and runs a Prometheus pod on glibc.
+cluster-test: venv cluster-build wasm $(PROMTOOL) images image-tools
 	$(VENV)/bin/ruff check hack/ envoy/cluster/
 	$(VENV)/bin/ruff format --check hack/ envoy/cluster/
 	cargo build -p kubelet-scope
@@ -305,7 +307,7 @@ cluster-test: venv cluster-build wasm $(PROMTOOL)
 	trap 'hack/cluster.sh stop $(CLUSTER_DIR)' INT TERM; \
 	hack/cluster.sh start $(CLUSTER_DIR); \
 	rc=0; hack/cluster.sh exec $(CLUSTER_DIR) env CLUSTER_DIR=$(CLUSTER_DIR) KUBELET_SCOPE_OWN_CAPTURES=$(CLUSTER_DIR)/captures \
-		$(VENV)/bin/pytest -q -p no:cacheprovider envoy/cluster $(PYTEST_ARGS) || rc=$$?; \
+		$(IMAGE_TOOLS_ENV) $(VENV)/bin/pytest -q -p no:cacheprovider envoy/cluster $(PYTEST_ARGS) || rc=$$?; \
 	hack/cluster.sh stop $(CLUSTER_DIR) || rc=1; \
 	hack/cluster.sh host-state $(CLUSTER_DIR) >$(CLUSTER_DIR).host-after; \
 	if diff -u $(CLUSTER_DIR).host-before $(CLUSTER_DIR).host-after; then \

@@ -89,7 +89,8 @@ HOST_PATHS=(/var/log/pods /var/log/containers /var/lib/cni /run/containerd
     /var/lib/kubelet /var/lib/containerd /opt/containerd /etc/cni /opt/cni
     /usr/libexec/kubernetes /run/xtables.lock)
 COMPONENTS=(containerd kubelet kube-controller-manager kube-scheduler kube-proxy dnsmasq cluster-dns)
-# The `kubernetes` Service's ClusterIP (kube-apiserver.sh's --service-cluster-ip-range).
+# kube-apiserver.sh's --service-cluster-ip-range, and the `kubernetes` Service's IP.
+SERVICE_SUBNET=10.96.0.0/16
 KUBERNETES_SERVICE_IP=10.96.0.1
 # kubeadm's default issuer, the one deploy/base/kubelet-proxy.yaml ships with.
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
@@ -242,6 +243,10 @@ make_netns() {
     ip -n "$NETNS" addr add "$NODE_IP/24" dev node0
     ip -n "$NETNS" link set node0 up
     ip -n "$NETNS" link set node0-peer up
+    # Services' ClusterIPs need a route for the node's own connections to reach
+    # kube-proxy's DNAT (the route is looked up before the OUTPUT chain); as the
+    # veth's peer is in the namespace too, still nothing leads out.
+    ip -n "$NETNS" route add "$SERVICE_SUBNET" dev node0
 }
 
 make_cgroups() {

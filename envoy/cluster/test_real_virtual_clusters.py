@@ -20,11 +20,11 @@ import subprocess
 import time
 
 import pytest
-from conftest import WORK, daemonset_world
 from real_world import TENANT_AUDIENCE
 from test_real_envoy import shipped_plugin_config
 
 import stack
+from conftest import WORK, daemonset_world
 
 K8S1_ISSUER = "https://k8s1.vcluster-k8s1.svc"
 # The pods of each virtual cluster (namespace, name); both have shop/web-1.
@@ -81,7 +81,8 @@ def vclusters(cluster):
     try:
         host_issuer = cluster.env["SA_ISSUER"]
         for name, issuer in (("k8s1", K8S1_ISSUER), ("k8s2", host_issuer)):
-            api = stack.Apiserver(stack.clean_dir(WORK / f"vcluster-{name}-apiserver"), issuer)
+            workdir = stack.clean_dir(WORK / f"vcluster-{name}-apiserver")
+            api = stack.Apiserver(workdir, issuer, advertise="127.0.0.1")
             apis[name] = VirtualCluster(name, api)
             api.service_account("datadog", "agent")
             cluster.ensure("/api/v1/namespaces", {"metadata": {"name": f"vcluster-{name}"}})

@@ -57,6 +57,7 @@ THIRD_PARTY_ABSENT = (
 # The node name the stand-in world's Envoys run as (their `--service-node`).
 NODE = "e2e-node"
 
+
 def fixture_dirs():
     """The folders of kubelet bodies that exist, third-party captures first."""
     return [d for d in (FIXTURES, OWN_CAPTURES, SYNTHETIC) if d.is_dir()]
@@ -583,10 +584,16 @@ class Apiserver:
     """The real kube-apiserver + etcd of the control plane's integration tests
     (control-plane/hack/kube-apiserver.sh), for a stack's `kubeconfig`."""
 
-    def __init__(self, directory, issuer=None):
-        """`issuer`: its tokens' `iss` (another cluster's, a virtual cluster's)."""
+    def __init__(self, directory, issuer=None, advertise=None):
+        """`issuer`: its tokens' `iss` (another cluster's, a virtual cluster's);
+        `advertise`: its --advertise-address (needed where there is no default
+        route, as in the real cluster's network namespace)."""
         self.dir = directory
-        env = {**os.environ, "KUBE_APISERVER_ISSUER": issuer} if issuer else None
+        env = dict(os.environ)
+        if issuer:
+            env["KUBE_APISERVER_ISSUER"] = issuer
+        if advertise:
+            env["KUBE_ADVERTISE_ADDRESS"] = advertise
         subprocess.run([APISERVER_SCRIPT, "start", directory], check=True, env=env)
         self.port = int((directory / "main.port").read_text())
 
@@ -722,6 +729,7 @@ def synced_pod(host_namespace, cluster, name, namespace, uid, node, image="busyb
             "containers": [{"name": name, "image": image, "command": ["sleep", "3600"]}],
         },
     }
+
 
 class Cluster:
     """The real single-node cluster of hack/cluster.sh (`start DIR`), read from

@@ -44,7 +44,10 @@ SERIES = {
     "kube-system": "kube-dns-c598bd956-wgf4n",
 }
 # The virtual pods behind the host pods of SERIES: (cluster, namespace, name).
-VIRTUAL_PODS = {"vcluster-k8s1": ("k8s1", "shop", "web-1"), "vcluster-k8s2": ("k8s2", "shop", "api-0")}
+VIRTUAL_PODS = {
+    "vcluster-k8s1": ("k8s1", "shop", "web-1"),
+    "vcluster-k8s2": ("k8s2", "shop", "api-0"),
+}
 # A pod of k8s1 whose host pod the test creates later.
 LATE = ("vcluster-k8s1", "late-0-x-shop-x-k8s1")
 
