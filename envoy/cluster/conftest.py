@@ -172,6 +172,8 @@ def daemonset_world(cluster, real, name, virtual_clusters=None, more_args=()):
     ca, cert, key = stack.issue_certificate(
         workdir, "control-plane", f"DNS:{shipped.SERVICE},IP:127.0.0.1"
     )
+    # Where the control plane answers ext_authz, and Envoy's :10445 asks.
+    authz_port = stack.free_port()
     hop = RecordingHop(
         cluster.env["KUBELET_CERT"],
         cluster.env["KUBELET_KEY"],
@@ -182,7 +184,7 @@ def daemonset_world(cluster, real, name, virtual_clusters=None, more_args=()):
 
     def render(s):
         s.ports["kubelet"] = hop.port
-        text = shipped.local_daemonset_config(s, real["control_plane"], ca)
+        text = shipped.local_daemonset_config(s, real["control_plane"], ca, authz_port)
         (s.dir / "kubelet-proxy-token" / "token").write_text(real["kubelet"])
         (s.dir / "jwks.json").write_text(json.dumps(real["jwks"]))
         upstream_ca = f"trusted_ca: {{ filename: {s.kubelet_cert} }}"
@@ -197,7 +199,7 @@ def daemonset_world(cluster, real, name, virtual_clusters=None, more_args=()):
             workdir,
             kubeconfig=cluster.env["ADMIN_KUBECONFIG"],
             control_plane_args=[
-                *shipped.control_plane_args(cert, key, virtual_clusters=virtual_clusters),
+                *shipped.control_plane_args(cert, key, authz_port, virtual_clusters),
                 *more_args,
             ],
             control_plane_ca=ca,

@@ -61,7 +61,7 @@ def sync(cluster, vc, namespace, name):
     # The namespace's default ServiceAccount comes a moment after the namespace.
     stack.wait_for(
         "the host pod created",
-        lambda: cluster.api("POST", path, host)[0] in (201, 409),
+        lambda: cluster.api("POST", path, host)[0] == 201,
         timeout=30,
         interval=0.3,
     )
@@ -101,6 +101,9 @@ def vclusters(cluster):
     finally:
         for vc in apis.values():
             vc.api.stop()
+            # Their host pods go too (a later run makes its own).
+            path = f"/api/v1/namespaces/{vc.host_namespace}/pods"
+            cluster.api("DELETE", f"{path}?gracePeriodSeconds=0", {})
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +128,23 @@ def virtual_world(cluster, real, vclusters):
         cluster, real, "vcluster-daemonset", virtual_clusters=listed, more_args=more
     ) as world:
         token = vclusters["k8s1"].token()
-        stack.wait_for(
-            "k8s1's pods served under their virtual names",
-            lambda: 'pod="web-1"' in world.get("/metrics/resource", token=token, listener="virtual").text,
-            timeout=60,
-            interval=0.5,
-        )  # fmt: skip
+
+        def served():
+            r = world.get("/metrics/resource", token=token, listener="virtual")
+            served.last = r
+            return 'pod="web-1"' in r.text
+
+        try:
+            stack.wait_for(
+                "k8s1's pods under their virtual names", served, timeout=60, interval=0.5
+            )
+        except TimeoutError:
+            print("last answer:", served.last, served.last.headers)
+            print("snapshot:", world.snapshot(real["control_plane"], cluster.node_name)[:2000])
+            print("kubelet:", cluster.kubelet("/metrics/resource", real["kubelet"]).text[-3000:])
+            for name in ("control-plane", "envoy"):
+                print(name, world.s.processes[name].tail(40))
+            raise
         yield world
 
 
