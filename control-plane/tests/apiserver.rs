@@ -483,6 +483,7 @@ async fn works_with_exactly_the_deploy_cluster_role() {
     an_unbound_service_account_is_refused(&cluster, &admin).await;
     let kc = the_deploy_service_account_follows(&cluster, &admin).await;
     the_deploy_token_can_do_nothing_else(&kc).await;
+    the_deploy_service_account_serves_virtual_pods_by_node(&cluster, &admin, &kc).await;
     the_deploy_arguments_serve_the_snapshot_to_the_daemonset_only(&admin, &kc, &objects, &cluster)
         .await;
 }
@@ -554,8 +555,81 @@ fn the_deploy_cluster_role_is_list_watch_on_namespaces(objects: &[DynamicObject]
         .expect("deploy/ has a ClusterRole");
     assert_eq!(
         role.data["rules"],
-        json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]),
-        "the control plane's role is list/watch on namespaces and nothing else"
+        json!([
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+        ]),
+        "the control plane's role is list/watch on namespaces and pods, nothing else"
+    );
+}
+
+/// With a virtual cluster configured, the deploy ServiceAccount watches the pods
+/// vcluster's syncer made (its RBAC suffices) and serves each node its own: a
+/// labelled pod in the cluster's host namespace, on node-a, is in node-a's view
+/// only; one labelled the same in another namespace is in no view.
+async fn the_deploy_service_account_serves_virtual_pods_by_node(
+    cluster: &Cluster,
+    admin: &Client,
+    kc: &Path,
+) {
+    create_ns(admin, "vcluster-k8s1", &[]).await;
+    let synced = |namespace: &str, name: &str| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace,
+                "labels": {"vcluster.loft.sh/managed-by": "k8s1"},
+                "annotations": {"vcluster.loft.sh/object-name": "web-1",
+                    "vcluster.loft.sh/object-namespace": "shop",
+                    "vcluster.loft.sh/object-uid": "virtual-uid-1"}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "x"}]}
+        }))
+        .unwrap()
+    };
+    for (namespace, name) in [("vcluster-k8s1", "web-1-x-shop-x-k8s1"), ("shop", "forged")] {
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), namespace)
+            .create(&PostParams::default(), &synced(namespace, name))
+            .await
+            .unwrap();
+    }
+    let list = cluster.dir.path().join("virtual-clusters.yaml");
+    let admin_kc = cluster.kubeconfig(cluster.port("main"), "admin-token", "vc-admin.kubeconfig");
+    std::fs::write(
+        &list,
+        json!({"virtualClusters": [{"name": "k8s1", "hostNamespace": "vcluster-k8s1",
+            "kubeconfigFile": admin_kc}]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut args = EXPORT_ARGS.to_vec();
+    args.extend(["--virtual-clusters", list.to_str().unwrap()]);
+    let serve = Serve::start(&args, Some(kc), cluster.dir.path());
+    serve.wait_ready(Duration::from_secs(20)).await;
+    let view = |node: &'static str| {
+        let url = format!("{}/v1/snapshot?node={node}", serve.base);
+        async move {
+            let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+            Snapshot::parse(&body).unwrap()
+        }
+    };
+    let logs = || serve.logs();
+    eventually(
+        "node-a's view has the synced pod",
+        FOLLOW * 10,
+        logs,
+        || async { view("node-a").await.virtual_pods.len() == 1 },
+    )
+    .await;
+    let pod = &view("node-a").await.virtual_pods["vcluster-k8s1/web-1-x-shop-x-k8s1"];
+    assert_eq!(
+        (&*pod.cluster, &*pod.namespace, &*pod.name),
+        ("k8s1", "shop", "web-1")
+    );
+    assert_eq!(pod.uid, "virtual-uid-1");
+    assert!(view("node-b").await.virtual_pods.is_empty());
+    assert_eq!(
+        serve.metric("kubelet_scope_watch_errors_total").await,
+        Some(0.0),
+        "{}",
+        serve.logs()
     );
 }
 
