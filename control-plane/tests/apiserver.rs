@@ -599,8 +599,15 @@ async fn the_deploy_service_account_serves_virtual_pods_by_node(
         .to_string(),
     )
     .unwrap();
+    // Virtual clusters are ext_authz's: their list goes with --authz-listen.
+    let authz = format!("127.0.0.1:{}", support::free_port());
     let mut args = EXPORT_ARGS.to_vec();
-    args.extend(["--virtual-clusters", list.to_str().unwrap()]);
+    args.extend([
+        "--authz-listen",
+        &authz,
+        "--virtual-clusters",
+        list.to_str().unwrap(),
+    ]);
     let serve = Serve::start(&args, Some(kc), cluster.dir.path());
     serve.wait_ready(Duration::from_secs(20)).await;
     let view = |node: &'static str| {

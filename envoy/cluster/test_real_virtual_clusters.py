@@ -22,6 +22,7 @@ import time
 import pytest
 from real_world import TENANT_AUDIENCE
 from test_real_envoy import shipped_plugin_config
+from test_virtual_clusters import reissue
 
 import stack
 from conftest import WORK, daemonset_world
@@ -255,10 +256,13 @@ def test_a_new_vcluster_pod_is_shown_within_2s_of_the_kubelet_listing_it(
     assert "web-2" not in r.text
 
 
-def test_a_revoked_vcluster_token_is_refused_within_the_cache_bound(virtual_world, vclusters):
+def test_a_revoked_or_expired_vcluster_token_is_refused_within_the_cache_bound(
+    virtual_world, vclusters
+):
     """The agent's ServiceAccount deleted in its virtual cluster: its token is refused
     within the control plane's positive cache (CACHE_SECONDS here) and the virtual
-    apiserver's own token cache; a token signed by another key is refused at once."""
+    apiserver's own token cache; a token signed by another key, or expired, is
+    refused at once."""
     vc = vclusters["k8s2"]
     vc.api.service_account("datadog", "short-lived")
     token = vc.token("short-lived")
@@ -278,3 +282,7 @@ def test_a_revoked_vcluster_token_is_refused_within_the_cache_bound(virtual_worl
     print(f"refused {time.monotonic() - deleted:.1f} s after the deletion (bound {bound} s)")
     forged = stack.sign_jwt({"iss": K8S1_ISSUER, "aud": [TENANT_AUDIENCE], "sub": "x"})
     assert virtual_world.get("/pods", token=forged, listener="virtual").status == 401
+    # k8s1's own key, but expired: refused before any review.
+    one = vclusters["k8s1"]
+    expired = reissue(one.api, one.token(), exp=int(time.time()) - 5)
+    assert virtual_world.get("/pods", token=expired, listener="virtual").status == 401
