@@ -343,7 +343,11 @@ impl State {
             .position(|&b| b != b' ' && b != b'\t')
             .unwrap_or(line.len());
         match line.get(first) {
-            None | Some(b'\r') => Ok(self.between_metadata_and_series()),
+            // Blank: nothing, or only a CRLF's `\r`, after the blanks. A `\r` with
+            // more after it is no blank line (the fuzzer's find: such a line was
+            // kept whole, whatever series followed the `\r`).
+            None => Ok(self.between_metadata_and_series()),
+            Some(b'\r') if first + 1 == line.len() => Ok(self.between_metadata_and_series()),
             Some(b'#') => Ok(self.comment(line, first)),
             Some(_) => self.series(scope, line, first),
         }
@@ -371,6 +375,17 @@ mod tests {
             );
             assert!(out == want.as_bytes(), "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn a_carriage_return_before_a_series_is_no_blank_line() {
+        // Found by fuzzing (virtual_view): a line whose first non-blank byte is a
+        // `\r` with a series after it was taken for a blank line and kept whole.
+        let body = "\t\r\tm{namespace=\"bank\"} 1\nm{namespace=\"shop\"} 2\n";
+        assert!(rewrite(&tenant(""), body).is_err());
+        // A CRLF blank line stays one.
+        let body = "a 1\r\n \r\nm{namespace=\"shop\"} 2\r\n";
+        assert_eq!(rewrite(&tenant(""), body).unwrap(), body);
     }
 
     #[test]
