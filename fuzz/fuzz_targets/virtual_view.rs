@@ -9,8 +9,8 @@
 //! - no panic;
 //! - the result is the same for the whole body, for a split point derived from the
 //!   input, and (for small bodies) byte by byte;
-//! - on `Ok`, text: every series with a `namespace` names one of k8s1's virtual
-//!   namespaces (checked on the lines a substring search reads unambiguously);
+//! - on `Ok`, text: every series with a `namespace` label names one of k8s1's
+//!   virtual namespaces (label sets read by a small parser of the plain form);
 //!   JSON: the output is valid JSON, and every element's reference object names one
 //!   of k8s1's virtual pods, with its virtual UID when it has one.
 #![no_main]
@@ -58,6 +58,54 @@ fn run(kind: BodyKind, scope: &RequestScope, chunks: &mut dyn Iterator<Item = &[
     Ok(out)
 }
 
+/// The (name, raw value) items of a series line's label set, for lines of the plain
+/// form `name{a="…",…}` (None for any other line: comments, quoted names).
+fn label_set(line: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let open = line.iter().position(|&b| b == b'{')?;
+    if line[..open].is_empty() || !line[..open].iter().all(|b| b.is_ascii_alphanumeric() || b"_:".contains(b)) {
+        return None;
+    }
+    let mut items = Vec::new();
+    let mut i = open + 1;
+    loop {
+        while matches!(line.get(i), Some(b' ' | b'\t' | b',')) {
+            i += 1;
+        }
+        if line.get(i) == Some(&b'}') {
+            return Some(items);
+        }
+        let start = i;
+        while line.get(i).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+            i += 1;
+        }
+        let name = line.get(start..i)?.to_vec();
+        while matches!(line.get(i), Some(b' ' | b'\t')) {
+            i += 1;
+        }
+        if name.is_empty() || line.get(i) != Some(&b'=') {
+            return None;
+        }
+        i += 1;
+        while matches!(line.get(i), Some(b' ' | b'\t')) {
+            i += 1;
+        }
+        if line.get(i) != Some(&b'"') {
+            return None;
+        }
+        i += 1;
+        let vstart = i;
+        loop {
+            match line.get(i)? {
+                b'"' => break,
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        items.push((name, line.get(vstart..i)?.to_vec()));
+        i += 1;
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, body)) = data.split_first() else {
         return;
@@ -81,16 +129,16 @@ fuzz_target!(|data: &[u8]| {
         match kind {
             BodyKind::Exposition => {
                 for line in out.split(|&b| b == b'\n') {
-                    let line = String::from_utf8_lossy(line);
-                    // Lines this check reads unambiguously: no escapes, one
-                    // `namespace=` (a value may hold look-alikes the rewriter parses
-                    // right and a substring search would not).
-                    if line.starts_with('#') || line.contains('\\') || line.matches("namespace=\"").count() != 1 {
+                    let Some(labels) = label_set(line) else {
                         continue;
-                    }
-                    if let Some(at) = line.find(",namespace=\"").or_else(|| line.find("{namespace=\"")) {
-                        let ns = line[at + 12..].split('"').next().unwrap_or_default();
-                        assert!(K8S1.iter().any(|p| p.0 == ns), "series of namespace {ns:?}: {line}");
+                    };
+                    if let Some((_, ns)) = labels.iter().find(|(n, _)| n == b"namespace") {
+                        assert!(
+                            K8S1.iter().any(|p| p.0.as_bytes() == &ns[..]),
+                            "series of namespace {:?}: {:?}",
+                            String::from_utf8_lossy(ns),
+                            String::from_utf8_lossy(line)
+                        );
                     }
                 }
             }

@@ -29,7 +29,6 @@ use super::metadata::FamilyState;
 use super::{Edit, State};
 use crate::body::BodyError;
 use crate::config::OnConflict;
-use crate::prometheus::labels::escape_value_into;
 use crate::snapshot::catalog::{NamespaceEntry, RequestScope, VirtualPodEntry, Visibility};
 
 impl State {
@@ -131,7 +130,9 @@ fn pod_of<'l>(line: &'l [u8], set: &LabelSet) -> Option<&'l [u8]> {
 
 /// Writes `line` up to and with its label set, the labels of the host pod `host`
 /// (namespace, name) translated for `vp` and `entry`'s labels injected
-/// (`on_conflict` as for a host tenant).
+/// (`on_conflict` as for a host tenant). One walk over the items, written as they
+/// come; only a label set with a name an injection writes (`set.conflict`, rare)
+/// collects its names first, to rename as Prometheus does.
 fn translate(
     line: &[u8],
     set: &LabelSet,
@@ -141,53 +142,61 @@ fn translate(
     on_conflict: OnConflict,
     out: &mut Vec<u8>,
 ) {
-    let mut items = Vec::new();
-    let _ = for_each_item(line, set.open, |item| {
-        items.push(item);
-        Ok(())
-    });
     let injected = entry.map_or(&[][..], |e| &e.labels[..]);
-    let taken = |name: &[u8]| {
-        items
-            .iter()
-            .any(|i| i.value.is_some() && &line[i.name.clone()] == name)
-    };
+    let mut names: Vec<&[u8]> = Vec::new();
+    if set.conflict && !injected.is_empty() {
+        let _ = for_each_item(line, set.open, |item| {
+            if item.value.is_some() {
+                names.push(&line[item.name]);
+            }
+            Ok(())
+        });
+    }
     let mut skipped: Vec<&[u8]> = Vec::new();
     out.extend_from_slice(&line[..=set.open]);
     let mut written = 0;
-    for item in &items {
+    // The label set parsed once already, so this cannot fail.
+    let _ = for_each_item(line, set.open, |item| {
         let name = &line[item.name.clone()];
-        let Some(value) = item.value.clone() else {
+        let Some(value) = item.value else {
             comma(out, &mut written);
-            out.extend_from_slice(&line[item.whole.clone()]);
-            continue;
+            out.extend_from_slice(&line[item.whole]);
+            return Ok(());
         };
-        let mut label = name.to_vec();
-        if injected.iter().any(|l| *l.name == *name) {
+        let mut prefix = 0;
+        if set.conflict && injected.iter().any(|l| *l.name == *name) {
             match on_conflict {
-                OnConflict::Overwrite => continue,
+                OnConflict::Overwrite => return Ok(()),
                 OnConflict::Keep => skipped.push(name),
                 OnConflict::Exported => {
-                    while taken(&label) {
-                        label.splice(0..0, b"exported_".iter().copied());
+                    let mut renamed = name.to_vec();
+                    while names.contains(&&renamed[..]) {
+                        renamed.splice(0..0, b"exported_".iter().copied());
+                        prefix += 1;
                     }
                 }
             }
         }
         comma(out, &mut written);
-        if item.name.start > item.whole.start {
-            // a quoted label name (UTF-8 form): written as it was
+        // A quoted name (UTF-8 form) keeps its quotes and blanks around `=`.
+        let quoted = item.name.start > item.whole.start;
+        if quoted {
             out.extend_from_slice(&line[item.whole.start..item.name.start]);
-            out.extend_from_slice(&label);
+        }
+        for _ in 0..prefix {
+            out.extend_from_slice(b"exported_");
+        }
+        out.extend_from_slice(name);
+        if quoted {
             out.extend_from_slice(&line[item.name.end..value.start - 1]);
         } else {
-            out.extend_from_slice(&label);
             out.push(b'=');
         }
         out.push(b'"');
         translated_value(name, &line[value], host, vp, out);
         out.push(b'"');
-    }
+        Ok(())
+    });
     for label in injected.iter().filter(|l| !skipped.contains(&&*l.name)) {
         comma(out, &mut written);
         out.extend_from_slice(&label.rendered);
@@ -212,44 +221,41 @@ fn translated_value(
     out: &mut Vec<u8>,
 ) {
     match name {
-        b"namespace" => escape_bytes(&vp.namespace, out),
-        b"pod" | b"pod_name" => escape_bytes(&vp.name, out),
-        b"uid" | b"pod_uid" if raw == &*vp.host_uid => escape_bytes(&vp.uid, out),
+        b"namespace" => out.extend_from_slice(&vp.label_namespace),
+        b"pod" | b"pod_name" => out.extend_from_slice(&vp.label_name),
+        b"uid" | b"pod_uid" if raw == &*vp.host_uid => out.extend_from_slice(&vp.label_uid),
         b"id" => {
-            let dashes = replace_all(raw, &vp.host_uid, &vp.uid);
-            let systemd = |uid: &[u8]| -> Vec<u8> {
-                uid.iter()
-                    .map(|&b| if b == b'-' { b'_' } else { b })
-                    .collect()
-            };
-            let both = replace_all(&dashes, &systemd(&vp.host_uid), &systemd(&vp.uid));
-            out.extend_from_slice(&both);
+            if memchr::memmem::find(raw, &vp.host_uid).is_some() {
+                replace_into(raw, &vp.host_uid, &vp.uid, out);
+            } else {
+                replace_into(raw, &vp.host_uid_systemd, &vp.uid_systemd, out);
+            }
         }
         b"name" if raw.starts_with(b"k8s_") => {
             // dockershim: k8s_<container>_<pod>_<namespace>_<uid>_<attempt>
             let host = [b"_", host.1, b"_", host.0, b"_", &vp.host_uid, b"_"].concat();
             let virt = [b"_", &*vp.name, b"_", &*vp.namespace, b"_", &*vp.uid, b"_"].concat();
-            out.extend_from_slice(&replace_all(raw, &host, &virt));
+            replace_into(raw, &host, &virt, out);
         }
         _ => out.extend_from_slice(raw),
     }
 }
 
-fn escape_bytes(value: &[u8], out: &mut Vec<u8>) {
-    escape_value_into(&String::from_utf8_lossy(value), out);
-}
-
-/// `haystack` with every `from` replaced by `to` (`from` not empty).
-fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
+/// `haystack` with every `from` (not empty) replaced by `to`, into `out`.
+fn replace_into(haystack: &[u8], from: &[u8], to: &[u8], out: &mut Vec<u8>) {
     let mut rest = haystack;
-    while let Some(at) = memchr::memmem::find(rest, from).filter(|_| !from.is_empty()) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(to);
-        rest = &rest[at + from.len()..];
+    if !from.is_empty() {
+        for at in memchr::memmem::find_iter(haystack, from) {
+            let start = haystack.len() - rest.len();
+            if at < start {
+                continue;
+            }
+            out.extend_from_slice(&haystack[start..at]);
+            out.extend_from_slice(to);
+            rest = &haystack[at + from.len()..];
+        }
     }
     out.extend_from_slice(rest);
-    out
 }
 
 #[cfg(test)]

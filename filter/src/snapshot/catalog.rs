@@ -70,16 +70,34 @@ pub struct VirtualPodEntry {
     pub uid: Box<[u8]>,
     /// The host pod's UID, which cgroup paths (`id` labels) embed.
     pub host_uid: Box<[u8]>,
+    /// The same as Prometheus label values (escaped), rendered once.
+    pub label_namespace: Box<[u8]>,
+    pub label_name: Box<[u8]>,
+    pub label_uid: Box<[u8]>,
+    /// Both UIDs as the systemd cgroup driver spells them (`_` for `-`).
+    pub host_uid_systemd: Box<[u8]>,
+    pub uid_systemd: Box<[u8]>,
 }
 
 impl VirtualPodEntry {
     fn new(pod: &VirtualPod) -> VirtualPodEntry {
+        let label = |v: &str| {
+            let mut out = Vec::with_capacity(v.len());
+            escape_value_into(v, &mut out);
+            out.into_boxed_slice()
+        };
+        let systemd = |v: &str| v.replace('-', "_").into_bytes().into_boxed_slice();
         VirtualPodEntry {
             cluster: pod.cluster.as_str().into(),
             namespace: pod.namespace.as_bytes().into(),
             name: pod.name.as_bytes().into(),
             uid: pod.uid.as_bytes().into(),
             host_uid: pod.host_uid.as_bytes().into(),
+            label_namespace: label(&pod.namespace),
+            label_name: label(&pod.name),
+            label_uid: label(&pod.uid),
+            host_uid_systemd: systemd(&pod.host_uid),
+            uid_systemd: systemd(&pod.uid),
         }
     }
 }
