@@ -196,9 +196,9 @@ fn render(s: &Series, cluster: &str) -> (String, Option<String>) {
             format!("m{{{translated},team=\"{}\"}} 1\n", team(p.host_ns))
         }),
     };
-    // A node series passes as it is, but for its exemplar.
+    // A node series passes as it is (its exemplar names no namespace).
     let visible = match (pod, visible) {
-        (None, _) if s.exemplar => Some(format!("m{{{}}} 1\n", items(None).join(sep))),
+        (None, _) => Some(input.clone()),
         (_, v) => v,
     };
     (input, visible)

@@ -64,19 +64,21 @@ impl State {
             }
         }
 
-        if scope.is_virtual() {
-            let name = match set.as_ref().and_then(|s| s.quoted_name.clone()) {
-                Some(quoted) => &line[quoted],
-                None => &line[name_start..name_end],
-            };
-            return self.virtual_series(scope, line, set.as_ref(), exemplar, name);
-        }
         let namespace = set
             .as_ref()
             .and_then(|s| s.namespace.clone())
             .map(|r| &line[r]);
         let (visibility, entry) = self.lookup(scope, namespace);
         if visibility == Visibility::Hidden {
+            // A virtual cluster sees no namespace as such: its pods' series are
+            // hidden here and translated there (off the path of every other scope).
+            if scope.is_virtual() {
+                let name = match set.as_ref().and_then(|s| s.quoted_name.clone()) {
+                    Some(quoted) => &line[quoted],
+                    None => &line[name_start..name_end],
+                };
+                return self.virtual_series(scope, line, set.as_ref(), exemplar, name);
+            }
             self.counters.dropped += 1;
             return Ok(Edit::Drop);
         }

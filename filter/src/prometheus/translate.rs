@@ -18,11 +18,13 @@
 //! of another cluster, of the host, one not in the map yet, or a series that names
 //! a namespace but no pod, such as a PVC's volume stats) is dropped: nothing is
 //! shown that cannot be translated. Series without a namespace follow
-//! `nonNamespacedSeries` / `emptyNamespaceSeries` as for any tenant, untouched.
-//! Exemplars are removed (theirs would be host names too).
+//! `nonNamespacedSeries` / `emptyNamespaceSeries` as for any tenant, untouched
+//! (an exemplar of theirs that names a namespace goes, as for any tenant). A
+//! translated series loses its exemplar (it would hold host names too).
 //!
-//! This path is out of line: it runs only for a virtual cluster's requests, and
-//! the label set is rebuilt whole, items rejoined with plain `,`.
+//! This path is out of line: `series` comes here only for what a virtual cluster's
+//! scope hides as a namespace (every namespaced series), so no other scope pays
+//! for it; the label set is rebuilt whole, items rejoined with plain `,`.
 
 use super::labelset::{for_each_item, LabelSet};
 use super::metadata::FamilyState;
@@ -332,11 +334,12 @@ mod tests {
     fn conflicts_exemplars_and_odd_spellings() {
         let scope = virtual_scope(TENANCY, "k8s1");
         // A scraped `team` is renamed as for a host tenant; blanks and a trailing
-        // comma go; the exemplar goes; a `\r` stays.
-        let body = "m{ team=\"x\" , namespace=\"vcluster-k8s1\", pod=\"web-1-x-shop-x-k8s1\", } 1 # {namespace=\"vcluster-k8s1\"} 1\r\nn 2 # {a=\"b\"} 1\n";
+        // comma go; the exemplar goes; a `\r` stays. A node series keeps an exemplar
+        // that names no namespace, and loses one that does.
+        let body = "m{ team=\"x\" , namespace=\"vcluster-k8s1\", pod=\"web-1-x-shop-x-k8s1\", } 1 # {namespace=\"vcluster-k8s1\"} 1\r\nn 2 # {a=\"b\"} 1\nn 3 # {namespace=\"shop\"} 1\n";
         assert_eq!(
             rewrite(&scope, body).unwrap(),
-            "m{exported_team=\"x\",namespace=\"shop\",pod=\"web-1\",team=\"vc-one\"} 1\r\nn 2\n"
+            "m{exported_team=\"x\",namespace=\"shop\",pod=\"web-1\",team=\"vc-one\"} 1\r\nn 2 # {a=\"b\"} 1\nn 3\n"
         );
         // The UTF-8 form's quoted names.
         let body = "{\"m.x\",\"namespace\"=\"vcluster-k8s1\",\"pod\"=\"db-0-x-data-x-k8s1\"} 1\n";
