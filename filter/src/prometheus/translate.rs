@@ -31,7 +31,7 @@ use super::metadata::FamilyState;
 use super::{Edit, State};
 use crate::body::BodyError;
 use crate::config::OnConflict;
-use crate::snapshot::catalog::{NamespaceEntry, RequestScope, VirtualPodEntry, Visibility};
+use crate::snapshot::catalog::{NamespaceEntry, Needle, RequestScope, VirtualPodEntry, Visibility};
 
 impl State {
     /// A virtual cluster's decision for the series `line` (checked already); `set`
@@ -79,7 +79,7 @@ impl State {
         let end = line.len() - usize::from(line.ends_with(b"\r"));
         let out = &mut self.replacement;
         out.clear();
-        translate(line, set, host, vp, entry, on_conflict, out);
+        translate(line, set, vp, entry, on_conflict, out);
         out.extend_from_slice(&line[set.close + 1..exemplar.map_or(end, |e| trim_end(line, e))]);
         Ok(Edit::Replace(end))
     }
@@ -130,15 +130,14 @@ fn pod_of<'l>(line: &'l [u8], set: &LabelSet) -> Option<&'l [u8]> {
     pod.or(pod_name).map(|r| &line[r])
 }
 
-/// Writes `line` up to and with its label set, the labels of the host pod `host`
-/// (namespace, name) translated for `vp` and `entry`'s labels injected
+/// Writes `line` up to and with its label set, the labels of the host pod
+/// translated for `vp` and `entry`'s labels injected
 /// (`on_conflict` as for a host tenant). One walk over the items, written as they
 /// come; only a label set with a name an injection writes (`set.conflict`, rare)
 /// collects its names first, to rename as Prometheus does.
 fn translate(
     line: &[u8],
     set: &LabelSet,
-    host: (&[u8], &[u8]),
     vp: &VirtualPodEntry,
     entry: Option<&NamespaceEntry>,
     on_conflict: OnConflict,
@@ -195,7 +194,7 @@ fn translate(
             out.push(b'=');
         }
         out.push(b'"');
-        translated_value(name, &line[value], host, vp, out);
+        translated_value(name, &line[value], vp, out);
         out.push(b'"');
         Ok(())
     });
@@ -214,50 +213,36 @@ fn comma(out: &mut Vec<u8>, written: &mut usize) {
 }
 
 /// The raw (escaped) value of label `name`, as the virtual cluster is to see it.
-/// `host` is the pod's host namespace and name.
-fn translated_value(
-    name: &[u8],
-    raw: &[u8],
-    host: (&[u8], &[u8]),
-    vp: &VirtualPodEntry,
-    out: &mut Vec<u8>,
-) {
+fn translated_value(name: &[u8], raw: &[u8], vp: &VirtualPodEntry, out: &mut Vec<u8>) {
     match name {
         b"namespace" => out.extend_from_slice(&vp.label_namespace),
         b"pod" | b"pod_name" => out.extend_from_slice(&vp.label_name),
         b"uid" | b"pod_uid" if raw == &*vp.host_uid => out.extend_from_slice(&vp.label_uid),
-        b"id" => {
-            if memchr::memmem::find(raw, &vp.host_uid).is_some() {
-                replace_into(raw, &vp.host_uid, &vp.uid, out);
-            } else {
-                replace_into(raw, &vp.host_uid_systemd, &vp.uid_systemd, out);
-            }
+        b"id" if vp.host_uid_needle.finder.find(raw).is_some() => {
+            replace_into(raw, &vp.host_uid_needle, &vp.uid, out);
         }
+        b"id" => replace_into(raw, &vp.uid_systemd_needle, &vp.uid_systemd, out),
+        // dockershim: k8s_<container>_<pod>_<namespace>_<uid>_<attempt>
         b"name" if raw.starts_with(b"k8s_") => {
-            // dockershim: k8s_<container>_<pod>_<namespace>_<uid>_<attempt>
-            let host = [b"_", host.1, b"_", host.0, b"_", &vp.host_uid, b"_"].concat();
-            let virt = [b"_", &*vp.name, b"_", &*vp.namespace, b"_", &*vp.uid, b"_"].concat();
-            replace_into(raw, &host, &virt, out);
+            replace_into(raw, &vp.docker_needle, &vp.docker_virtual, out);
         }
         _ => out.extend_from_slice(raw),
     }
 }
 
-/// `haystack` with every `from` (not empty) replaced by `to`, into `out`.
-fn replace_into(haystack: &[u8], from: &[u8], to: &[u8], out: &mut Vec<u8>) {
-    let mut rest = haystack;
-    if !from.is_empty() {
-        for at in memchr::memmem::find_iter(haystack, from) {
-            let start = haystack.len() - rest.len();
-            if at < start {
-                continue;
-            }
-            out.extend_from_slice(&haystack[start..at]);
-            out.extend_from_slice(to);
-            rest = &haystack[at + from.len()..];
+/// `haystack` with every `needle` replaced by `to`, into `out`.
+fn replace_into(haystack: &[u8], needle: &Needle, to: &[u8], out: &mut Vec<u8>) {
+    let len = needle.finder.needle().len();
+    let mut from = 0;
+    for at in needle.finder.find_iter(haystack) {
+        if at < from || len == 0 {
+            continue;
         }
+        out.extend_from_slice(&haystack[from..at]);
+        out.extend_from_slice(to);
+        from = at + len;
     }
-    out.extend_from_slice(rest);
+    out.extend_from_slice(&haystack[from..]);
 }
 
 #[cfg(test)]

@@ -74,19 +74,49 @@ pub struct VirtualPodEntry {
     pub label_namespace: Box<[u8]>,
     pub label_name: Box<[u8]>,
     pub label_uid: Box<[u8]>,
-    /// Both UIDs as the systemd cgroup driver spells them (`_` for `-`).
-    pub host_uid_systemd: Box<[u8]>,
+    /// What a series' values may hold of the host pod, with what replaces it: its
+    /// UID in a cgroupfs and in a systemd path (`_` for `-`), and dockershim's
+    /// `_<pod>_<namespace>_<uid>_` in a container name; each searcher built once.
+    pub host_uid_needle: Needle,
+    pub uid_systemd_needle: Needle,
     pub uid_systemd: Box<[u8]>,
+    pub docker_needle: Needle,
+    pub docker_virtual: Box<[u8]>,
 }
 
+/// A byte string and its `memmem` searcher (building one costs more than a search:
+/// a series' values are searched for the same few strings again and again).
+#[derive(Debug, Clone)]
+pub struct Needle {
+    pub finder: memchr::memmem::Finder<'static>,
+}
+
+impl Needle {
+    fn new(bytes: &[u8]) -> Needle {
+        Needle {
+            finder: memchr::memmem::Finder::new(bytes).into_owned(),
+        }
+    }
+}
+
+impl PartialEq for Needle {
+    fn eq(&self, other: &Needle) -> bool {
+        self.finder.needle() == other.finder.needle()
+    }
+}
+
+impl Eq for Needle {}
+
 impl VirtualPodEntry {
-    fn new(pod: &VirtualPod) -> VirtualPodEntry {
+    /// `pod`, the host pod `host_name` of `host_namespace`.
+    fn new(host_namespace: &str, host_name: &str, pod: &VirtualPod) -> VirtualPodEntry {
         let label = |v: &str| {
             let mut out = Vec::with_capacity(v.len());
             escape_value_into(v, &mut out);
             out.into_boxed_slice()
         };
         let systemd = |v: &str| v.replace('-', "_").into_bytes().into_boxed_slice();
+        let docker = |name: &str, ns: &str, uid: &str| format!("_{name}_{ns}_{uid}_").into_bytes();
         VirtualPodEntry {
             cluster: pod.cluster.as_str().into(),
             namespace: pod.namespace.as_bytes().into(),
@@ -96,8 +126,11 @@ impl VirtualPodEntry {
             label_namespace: label(&pod.namespace),
             label_name: label(&pod.name),
             label_uid: label(&pod.uid),
-            host_uid_systemd: systemd(&pod.host_uid),
+            host_uid_needle: Needle::new(pod.host_uid.as_bytes()),
+            uid_systemd_needle: Needle::new(&systemd(&pod.host_uid)),
             uid_systemd: systemd(&pod.uid),
+            docker_needle: Needle::new(&docker(host_name, host_namespace, &pod.host_uid)),
+            docker_virtual: docker(&pod.name, &pod.namespace, &pod.uid).into(),
         }
     }
 }
@@ -176,7 +209,7 @@ impl Catalog {
                 virtual_pods
                     .entry(ns.as_bytes().into())
                     .or_default()
-                    .insert(name.as_bytes().into(), VirtualPodEntry::new(pod));
+                    .insert(name.as_bytes().into(), VirtualPodEntry::new(ns, name, pod));
             }
         }
 
