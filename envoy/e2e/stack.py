@@ -97,10 +97,21 @@ def example_config(name):
         return json.load(f)
 
 
+# Ports free_port handed out in this process: the kernel may offer a port again once
+# its probe socket is closed, and two listeners of one stack on the same port make
+# Envoy exit ("Address already in use": seen once, admin and tenant listener).
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, never one this process was given before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def jwt(tenant, issuer=JWT_ISSUER, key=JWT_KEY, lifetime=3600):
