@@ -72,7 +72,7 @@ pub struct Published {
     pub namespaces: Namespaces,
     pub virtual_pods: VirtualPods,
     /// The view of each node that has virtual pods.
-    by_node: HashMap<String, View>,
+    by_node: HashMap<String, Arc<View>>,
     /// The view of a node without virtual pods.
     no_pods: View,
     /// When this version was first published (for the version-age metric).
@@ -80,7 +80,14 @@ pub struct Published {
 }
 
 impl Published {
-    fn new(namespaces: Namespaces, virtual_pods: VirtualPods) -> Published {
+    /// With the same namespaces as `previous`, a node whose pods did not change
+    /// keeps its view as it was (not serialized again; its version stays).
+    fn new(
+        namespaces: Namespaces,
+        virtual_pods: VirtualPods,
+        previous: Option<&Published>,
+    ) -> Published {
+        let previous = previous.filter(|p| p.namespaces == namespaces);
         let at = jiff::Timestamp::now().to_string();
         let all: NodePods = virtual_pods
             .values()
@@ -91,7 +98,13 @@ impl Published {
         let no_pods = View::new(&namespaces, &NodePods::new(), &at);
         let by_node = virtual_pods
             .iter()
-            .map(|(node, pods)| (node.clone(), View::new(&namespaces, pods, &at)))
+            .map(|(node, pods)| {
+                let kept = previous
+                    .filter(|p| p.virtual_pods.get(node) == Some(pods))
+                    .and_then(|p| p.by_node.get(node).cloned());
+                let view = kept.unwrap_or_else(|| Arc::new(View::new(&namespaces, pods, &at)));
+                (node.clone(), view)
+            })
             .collect();
         Published {
             version: everything.version,
@@ -109,7 +122,7 @@ impl Published {
         match node {
             None => (&self.version, &self.body),
             Some(node) => {
-                let v = self.by_node.get(node).unwrap_or(&self.no_pods);
+                let v = self.by_node.get(node).map_or(&self.no_pods, |v| &**v);
                 (&v.version, &v.body)
             }
         }
@@ -192,7 +205,7 @@ impl Store {
             {
                 return false;
             }
-            let published = Published::new(namespaces.clone(), pods.clone());
+            let published = Published::new(namespaces.clone(), pods.clone(), current.as_deref());
             tracing::info!(
                 version = %published.version,
                 namespaces = published.namespaces.len(),
@@ -287,6 +300,10 @@ mod tests {
         assert!(store.publish_virtual_pods(both.clone()));
         let q = store.current().unwrap();
         assert_eq!(q.view(Some("n1")).0, v1);
+        assert!(
+            Arc::ptr_eq(&p.by_node["n1"], &q.by_node["n1"]),
+            "n1's view is reused, not serialized again"
+        );
         assert_ne!(q.view(Some("n2")).0, v2);
         assert_eq!(
             Snapshot::parse(q.view(None).1).unwrap().virtual_pods.len(),
