@@ -118,14 +118,21 @@ impl JsonFilter {
         out: &mut Vec<u8>,
     ) -> Result<(), BodyError> {
         let fields = std::mem::take(&mut self.fields);
+        // The virtual values as JSON string content, where the element has them.
         let pod = match (&fields.namespace, &fields.name) {
-            (Some(_), Some(_)) => self
-                .scope
-                .virtual_pod(&self.namespace, &self.pod_name)
-                .cloned(),
+            (Some(_), Some(_)) => self.scope.virtual_pod(&self.namespace, &self.pod_name),
             _ => None,
         };
-        let Some(pod) = pod else {
+        let Some(mut edits) = pod.map(|pod| {
+            [
+                (fields.namespace.clone(), &pod.namespace),
+                (fields.name.clone(), &pod.name),
+                (fields.uid.clone(), &pod.uid),
+            ]
+            .into_iter()
+            .filter_map(|(range, value)| Some((range?, json_string_content(value))))
+            .collect::<Vec<(Range<usize>, Vec<u8>)>>()
+        }) else {
             self.counters.dropped += 1;
             self.pending.clear();
             self.mark = i + 1;
@@ -133,16 +140,6 @@ impl JsonFilter {
         };
         let mut element = std::mem::take(&mut self.pending);
         element.extend_from_slice(&b[self.mark..=i]);
-        let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(4);
-        for (range, value) in [
-            (fields.namespace, &pod.namespace),
-            (fields.name, &pod.name),
-            (fields.uid, &pod.uid),
-        ] {
-            if let Some(range) = range {
-                edits.push((range, json_string_content(value)));
-            }
-        }
         if let Some(start) = fields.owners {
             let end = value_end(&element, start)
                 .ok_or_else(|| err("cannot find the end of `ownerReferences`"))?;
