@@ -79,10 +79,10 @@ pub fn decide(config: &Config, catalog: Option<&Catalog>, request: &Request<'_>)
         return Decision::deny(405, "kubelet-scope: read endpoints allow only GET and HEAD");
     }
     match &config.tenancy {
-        Some(tenancy) => match request.virtual_cluster.filter(|v| !v.is_empty()) {
-            Some(_) => decide_for_virtual_cluster(tenancy, catalog, &endpoint),
-            None => decide_for_tenant(tenancy, catalog, &endpoint, request.tenant),
-        },
+        Some(tenancy) => {
+            let virtual_cluster = request.virtual_cluster.is_some_and(|v| !v.is_empty());
+            decide_for_tenant(tenancy, catalog, &endpoint, request.tenant, virtual_cluster)
+        }
         None => decide_without_tenancy(config, catalog, &endpoint),
     }
 }
@@ -110,11 +110,15 @@ fn decide_without_tenancy(
     }
 }
 
+/// A tenant's request; a virtual cluster's (`virtual_cluster`) gets its pods'
+/// metrics, `/stats/summary` and `/pods` (rewritten to its names) and health, no
+/// pod-scoped path (the kubelet knows only the host's names), and needs no tenant.
 fn decide_for_tenant(
     tenancy: &TenancyConfig,
     catalog: Option<&Catalog>,
     endpoint: &Endpoint,
     tenant: Option<&str>,
+    virtual_cluster: bool,
 ) -> Decision {
     let denied = |reason: &str| Decision::deny(tenancy.denied_status, reason);
     let namespace = match endpoint {
@@ -122,6 +126,9 @@ fn decide_for_tenant(
         Endpoint::Unknown => return denied("kubelet-scope: not a kubelet path"),
         Endpoint::Node(_) => {
             return denied("kubelet-scope: this kubelet path is not available to tenants")
+        }
+        Endpoint::PodScoped { .. } if virtual_cluster => {
+            return denied("kubelet-scope: pod-scoped paths are not available to virtual clusters")
         }
         Endpoint::PodScoped { kind, namespace } => {
             if !tenancy.allow_pod_scoped_paths {
@@ -137,47 +144,26 @@ fn decide_for_tenant(
     let Some(catalog) = catalog else {
         return Decision::deny(503, "kubelet-scope: namespace snapshot not available yet");
     };
+    let rewrite = match endpoint {
+        Endpoint::Json(kind) => Decision::Rewrite(BodyKind::Json(*kind)),
+        _ => Decision::Rewrite(BodyKind::Exposition),
+    };
+    if virtual_cluster {
+        return rewrite;
+    }
     let Some(tenant) = tenant.filter(|t| !t.is_empty()) else {
         return denied("kubelet-scope: no tenant in the request");
     };
     if !catalog.knows_tenant(tenant) {
         return denied("kubelet-scope: unknown tenant");
     }
-    match (endpoint, namespace) {
-        (_, Some(ns)) => match catalog.namespace(ns.as_bytes()) {
+    match namespace {
+        Some(ns) => match catalog.namespace(ns.as_bytes()) {
             Some(entry) if entry.owned_by(tenant) => Decision::PassThrough,
             _ => denied("kubelet-scope: namespace not owned by the tenant"),
         },
-        (Endpoint::Json(kind), None) => Decision::Rewrite(BodyKind::Json(*kind)),
-        _ => Decision::Rewrite(BodyKind::Exposition),
+        None => rewrite,
     }
-}
-
-/// A virtual cluster's request: its pods' metrics, `/stats/summary` and `/pods`
-/// (rewritten to its names), health; no pod-scoped path (its namespaces and names
-/// are not the host's the kubelet knows).
-fn decide_for_virtual_cluster(
-    tenancy: &TenancyConfig,
-    catalog: Option<&Catalog>,
-    endpoint: &Endpoint,
-) -> Decision {
-    let denied = |reason: &str| Decision::deny(tenancy.denied_status, reason);
-    let kind = match endpoint {
-        Endpoint::Health => return Decision::PassThrough,
-        Endpoint::Unknown => return denied("kubelet-scope: not a kubelet path"),
-        Endpoint::Node(_) => {
-            return denied("kubelet-scope: this kubelet path is not available to tenants")
-        }
-        Endpoint::PodScoped { .. } => {
-            return denied("kubelet-scope: pod-scoped paths are not available to virtual clusters")
-        }
-        Endpoint::Json(kind) => BodyKind::Json(*kind),
-        Endpoint::Metrics => BodyKind::Exposition,
-    };
-    if catalog.is_none() {
-        return Decision::deny(503, "kubelet-scope: namespace snapshot not available yet");
-    }
-    Decision::Rewrite(kind)
 }
 
 #[cfg(test)]
@@ -215,6 +201,33 @@ mod tests {
             tenant,
             virtual_cluster: None,
         }
+    }
+
+    #[test]
+    fn a_virtual_cluster_reads_its_views_and_nothing_pod_scoped() {
+        let (config, catalog) = setup(
+            r#"{"tenant": {"header": "x-tenant"}, "namespaceLabel": "tenant",
+                "virtualClusterHeader": "x-vc", "allowPodScopedPaths": true}"#,
+        );
+        let d = |path, catalog: Option<&Catalog>| {
+            let mut r = get(path, None);
+            r.virtual_cluster = Some("k8s1");
+            decide(&config, catalog, &r)
+        };
+        // No tenant needed: the virtual cluster is the caller.
+        assert_eq!(
+            d("/metrics/cadvisor", Some(&catalog)),
+            Decision::Rewrite(BodyKind::Exposition)
+        );
+        assert_eq!(
+            d("/stats/summary", Some(&catalog)),
+            Decision::Rewrite(BodyKind::Json(JsonEndpoint::StatsSummary))
+        );
+        assert_eq!(d("/healthz", Some(&catalog)), Decision::PassThrough);
+        for denied in ["/containerLogs/shop/p/c", "/configz", "/nope"] {
+            assert_eq!(status(d(denied, Some(&catalog))), 404, "{denied}");
+        }
+        assert_eq!(status(d("/metrics", None)), 503);
     }
 
     #[test]
